@@ -260,3 +260,30 @@ def test_cli_bad_input_is_one_line_and_exit_code_2():
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hf-fviz: error:") and "Traceback" not in proc.stderr
+
+
+def test_batch_norm_is_folded_into_convolutions_without_changing_outputs():
+    from hf_fviz.hub.fuse import fold_batchnorm
+
+    model = hf_fviz.load_model("builtin:mobilenetv2")
+    assert model.folded_norms == 52
+    assert not any(type(m).__name__.startswith("BatchNorm") for m in model.module.modules())
+    import timm
+
+    unfolded = timm.create_model("mobilenetv2_100")
+    from hf_fviz.hub.builtin import builtin_dir
+    from safetensors.torch import load_file
+
+    unfolded.load_state_dict(load_file(builtin_dir("mobilenetv2") / "model.safetensors"))
+    unfolded.eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model.module(x), unfolded(x), rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(model.activations(x, "blocks.3"), _blocks3(unfolded, x), rtol=1e-3, atol=1e-3)
+    # A model whose norm output differs after folding is left untouched.
+    _, n = fold_batchnorm(torch.nn.Sequential(torch.nn.Linear(4, 4)), torch.zeros(1, 4))
+    assert n == 0
+
+
+def _blocks3(net, x):
+    return net.blocks[:4](net.bn1(net.conv_stem(x)))

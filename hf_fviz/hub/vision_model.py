@@ -109,12 +109,19 @@ class VisionModel:
     label_aliases: list[list[str]] | None = None
     logits_fn: Callable[[Any], torch.Tensor] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    fold_bn: bool = True
+    folded_norms: int = 0
     _layers: list[Layer] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.module.eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
+        if self.fold_bn:
+            from .fuse import fold_batchnorm
+
+            example = torch.randn(2, 3, *self.input_size, generator=torch.Generator().manual_seed(0)).to(self.device)
+            self.module, self.folded_norms = fold_batchnorm(self.module, example)
         self._spec_by_name = {s.name: s for s in self.specs}
         self._modules = dict(self.module.named_modules())
         missing = [s.module_path for s in self.specs if s.module_path is not None and s.module_path not in self._modules]
