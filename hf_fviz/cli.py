@@ -95,9 +95,129 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- atlas
+def _atlas_parser(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "atlas",
+        help="visualize every unit of a layer in batches; resumable; sharded with --shard I/N or under torchrun",
+    )
+    _add_model_options(p)
+    p.add_argument("--layer", default=None, help="layer name (default: logits where the model has a head)")
+    p.add_argument("--units", default="all", help="'all' (default) or indices and ranges, e.g. 0-99,250")
+    p.add_argument("--out", required=True, metavar="DIR", help="atlas folder; rerun the same command to resume")
+    p.add_argument("--shard", default=None, metavar="I/N", help="do shard I of N (0-based); default: RANK/WORLD_SIZE under torchrun")
+    p.add_argument("--batch", type=int, default=16, help="units optimized together (default 16)")
+    p.add_argument("--method", default="maco", help="maco (default), fourier or pixel")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--size", type=int, default=None, help="canvas side in pixels")
+    p.add_argument("--crops", type=int, default=None, help="crops per step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--grid-max", type=int, default=100, metavar="N", help="units shown in grid.png, evenly spread (default 100)")
+    p.add_argument("--merge", action="store_true", help="do no work: check all shards' results and write manifest.json")
+    p.add_argument(
+        "--merge-wait", type=float, default=6 * 3600, metavar="SECONDS",
+        help="under torchrun, how long rank 0 waits for the other ranks before giving up the merge",
+    )
+    return _atlas
+
+
+def _atlas(args: argparse.Namespace) -> int:
+    from .atlas import Shard, atlas, merge, shard_device
+
+    if args.merge:
+        path = merge(args.out, model=args.model, grid_max=args.grid_max)
+        print(f"wrote {path}")
+        return 0
+    shard = Shard.parse(args.shard) if args.shard else Shard.from_environment()
+    args.device = shard_device(args.device) or "auto"
+    model = _load(args)
+    bar = None
+    if shard.index == 0 or not shard.from_env:  # one bar per torchrun job, not one per rank
+        from tqdm.auto import tqdm
+
+        bar = tqdm(unit="unit", desc=f"atlas {args.layer or model.default_layer} shard {shard}", dynamic_ncols=True)
+
+    def progress(done: int, total: int, info) -> None:
+        bar.total = total
+        bar.n = done
+        phase = info.get("phase")
+        if phase == "optimize" and "step" in info:
+            bar.set_postfix_str(f"batch of {info['batch']}: step {info['step']}/{info['steps']}", refresh=False)
+        elif phase == "wait":
+            bar.set_postfix_str(f"waiting for other ranks: {info['atlas_done']}/{info['atlas_total']} units", refresh=False)
+        else:
+            bar.set_postfix_str(str(phase), refresh=False)
+        bar.refresh()
+
+    try:
+        result = atlas(
+            model, out_dir=args.out, layer=args.layer, units=args.units, batch=args.batch, shard=shard, method=args.method,
+            steps=args.steps, size=args.size, crops=args.crops, seed=args.seed, lr=args.lr,
+            merge_wait=args.merge_wait, grid_max=args.grid_max, progress=progress if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print(
+        f"shard {result.shard}: {len(result.units)} units ({len(result.computed)} computed, "
+        f"{len(result.skipped)} already done) in {result.seconds:.1f} s"
+    )
+    if result.manifest is not None:
+        print(f"wrote {result.manifest}")
+    elif not (shard.from_env and shard.index != 0):
+        print(f"{result.done} of {result.total} units done; when the other shards finish: hf-fviz atlas {args.model} --out {args.out} --merge")
+    return 0
+
+
+# ---------------------------------------------------------------------------- watch
+def _watch_parser(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "watch",
+        help="serve a hub webhook: new commits of watched model repos get a pull request with feature visualizations",
+    )
+    p.add_argument("--secret", default=None, help="webhook secret, as set on huggingface.co/settings/webhooks (default: WEBHOOK_SECRET)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 to accept outside requests)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--repos", default=None, metavar="ORG/A,ORG/B", help="watch these model repos (comma-separated)")
+    p.add_argument("--tag", action="append", default=None, metavar="TAG", help="watch repos carrying this hub tag (repeatable; default: hf-fviz)")
+    p.add_argument("--state-dir", default=None, metavar="DIR", help="where handled commits are remembered (default: HF_FVIZ_STATE_DIR or ~/.cache/hf_fviz/watch)")
+    p.add_argument("--token", default=None, help="hub token that opens the pull requests (default: HF_TOKEN or `hf auth login`)")
+    p.add_argument("--layer", default=None, help="layer to visualize (default: logits, or the last layer of a backbone)")
+    p.add_argument("--units", type=int, default=4, metavar="N", help="visualize the first N units (classes) of the layer (default 4)")
+    p.add_argument("--method", default="maco", choices=["maco", "fourier", "pixel"])
+    p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--crops", type=int, default=4)
+    p.add_argument("--no-caps", action="store_true", help="lift the CPU limits on units/steps/size/crops (for a GPU host)")
+    return _watch
+
+
+def _watch(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from .integrations import CPU_CAPS, AutoSettings, WatchConfig, make_webhooks_server
+
+    settings = AutoSettings(layer=args.layer, units=args.units, method=args.method, steps=args.steps, size=args.size, crops=args.crops)
+    config = WatchConfig.from_env(
+        secret=args.secret or os.environ.get("WEBHOOK_SECRET") or None,
+        **({"repos": tuple(args.repos.split(","))} if args.repos is not None else {}),
+        **({"tags": tuple(args.tag)} if args.tag else {}),
+        **({"state_dir": Path(args.state_dir)} if args.state_dir else {}),
+        **({"token": args.token} if args.token else {}),
+        settings=settings,
+        caps=None if args.no_caps else dict(CPU_CAPS),
+    )
+    app = make_webhooks_server(config=config)
+    print(f"hf-fviz watch: POST hub webhooks to http://{args.host}:{args.port}{app.path}; handled commits in {config.state_dir}")
+    app.launch(server_name=args.host, server_port=args.port, quiet=True, ssr_mode=False)
+    return 0
+
+
 # ---------------------------------------------------------------------------- registry
 # Each entry adds one sub-command parser and returns its handler. Add new commands here.
-PARSERS: list[Callable[[argparse._SubParsersAction], Handler]] = [_layers_parser, _publish_parser]
+PARSERS: list[Callable[[argparse._SubParsersAction], Handler]] = [_layers_parser, _publish_parser, _atlas_parser, _watch_parser]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

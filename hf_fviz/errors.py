@@ -83,6 +83,10 @@ class PublishError(FvizError, RuntimeError):
     """Publishing to a model card failed for a reason the user can fix (no token, bad folder)."""
 
 
+class AtlasError(FvizError, RuntimeError):
+    """An atlas folder that is incomplete, damaged, busy, or made with other settings."""
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ' Did you mean: a, b, c?' for the closest choices, or '' when none is close."""
     choices = list(choices)
