@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CorruptWeights, NotAVisionModel, UnsupportedArchitecture
+from ..errors import CorruptWeights, NotAVisionModel, UnsafeWeights, UnsupportedArchitecture
 from .vision_model import LayerSpec, VisionModel, first_tensor
 
 # model_type -> how its layers are described
@@ -227,6 +227,11 @@ def _from_pretrained(class_name: str, snapshot_dir: Path, *, model_id: str, allo
     weights the checkpoint lacks (left random) are reported as a warning."""
     import transformers
 
+    if not allow_pickle and not any(Path(snapshot_dir).glob("*.safetensors")):
+        raise UnsafeWeights(
+            f"{model_id} has only pickle weights (.bin), which can run code when loaded; "
+            "pass --allow-pickle (allow_pickle=True) if you trust it"
+        )
     cls = getattr(transformers, class_name, None)
     if cls is None:
         raise UnsupportedArchitecture(

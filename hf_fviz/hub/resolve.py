@@ -171,10 +171,11 @@ def _library(config: dict[str, Any], repo_id: str, trust_remote_code: bool) -> L
             f"{repo_id} ships its own model code (auto_map in config.json); it runs arbitrary Python. "
             "Pass --trust-remote-code (trust_remote_code=True) if you trust it"
         )
-    if "architecture" in config and ("pretrained_cfg" in config or "model_args" in config or "num_classes" in config):
-        return "timm"
+    # `model_type` first: transformers' TimmWrapper configs carry timm keys too.
     if "model_type" in config or "architectures" in config:
         return "transformers"
+    if "architecture" in config and ("pretrained_cfg" in config or "model_args" in config or "num_classes" in config):
+        return "timm"
     raise NotAVisionModel(f"{repo_id}: config.json is neither a timm nor a transformers model config")
 
 
