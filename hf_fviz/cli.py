@@ -215,9 +215,167 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- bench
+def _bench_parser(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser("bench", help="speed and quality benchmarks, side by side with horama (the authors' MACO)")
+    what = p.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    s = what.add_parser("speed", help="seconds per step, ratio and peak memory of hf_fviz vs horama")
+    s.add_argument("--json", action="store_true", help="print a JSON list, one object per case")
+    s.add_argument("--steps", type=int, default=8, metavar="N", help="measured steps per library and case (default 8)")
+    s.add_argument("--cases", default="a,b,c,d,e", help="cases to run: a,b,c,d,e (default all)")
+    s.add_argument("--rounds", type=int, default=2, help="interleaved rounds per case (default 2)")
+    s.add_argument("--model", default="builtin:mobilenetv2", help="model of cases a, b, e (default builtin:mobilenetv2)")
+    s.add_argument("--size", type=int, default=None, metavar="PX", help="override every case's canvas (default: horama's 1280)")
+    s.add_argument("--crops", type=int, default=None, metavar="K", help="override every case's crops per step (default 6)")
+    s.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    q = what.add_parser("quality", help="transferability: a different network classifies the visualizations")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+    q.add_argument("--classes", type=int, default=20, metavar="N", help="ImageNet classes, spread over the label range (default 20)")
+    q.add_argument("--steps", type=int, default=None, metavar="N", help="steps for every method (default: hf_fviz's default)")
+    q.add_argument("--methods", default="maco,fourier,pixel,horama", help="methods to compare (default maco,fourier,pixel,horama)")
+    q.add_argument("--size", type=int, default=None, metavar="PX", help="hf_fviz canvas (default: hf_fviz's default)")
+    q.add_argument("--crops", type=int, default=None, metavar="K", help="hf_fviz crops per step (default: hf_fviz's default)")
+    q.add_argument("--out", default=None, metavar="DIR", help="also save every visualization as DIR/METHOD/CLASS.png")
+    return _bench
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    if args.bench_command == "speed":
+        cases = tuple(c.strip() for c in args.cases.split(",") if c.strip())
+        settings = bench.SpeedSettings(steps=args.steps, rounds=args.rounds, cases=cases, model=args.model,
+                                       size=args.size, crops=args.crops, memory=not args.no_memory)
+        results = bench.run_speed(settings, log=log)
+        if args.json:
+            print(json.dumps([r.to_dict() for r in results], indent=1))
+        else:
+            print(bench.speed_table(results))
+        return 0
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    qsettings = bench.QualitySettings(classes=args.classes, steps=args.steps, methods=methods, size=args.size,
+                                      crops=args.crops, out=args.out)
+    report = bench.run_quality(qsettings, log=log)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1, default=str))
+    else:
+        print(bench.quality_table(report))
+    return 0
+
+
+# ---------------------------------------------------------------------------- dual / facets
+def _add_imageset_options(p: argparse.ArgumentParser, *, k_required: bool) -> None:
+    p.add_argument("--images", nargs="+", required=True, metavar="PATH",
+                   help="a folder, image files, or 'samples' (free photos bundled with scikit-image, scikit-learn, matplotlib)")
+    p.add_argument("--k", type=int, required=k_required, default=None if k_required else 4, help="clusters, one image each" + ("" if k_required else " (default 4)"))
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--size", type=int, default=None, help="canvas side in pixels")
+    p.add_argument("--crops", type=int, default=None, help="crops per step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--nearest", type=int, default=None, metavar="M", help="images nearest each centroid used for its start image")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: fviz-<model>-<command>)")
+
+
+def _imageset_kwargs(args: argparse.Namespace) -> dict:
+    out = {"k": args.k, "seed": args.seed, "lr": args.lr}
+    for name in ("steps", "size", "crops", "nearest"):
+        if getattr(args, name) is not None:
+            out[name] = getattr(args, name)
+    return out
+
+
+def _imageset_run(args: argparse.Namespace, command: str, run) -> int:
+    from tqdm.auto import tqdm
+
+    from .engine import imagesets
+    from .images import load_images
+
+    model = _load(args)
+    images = load_images(args.images[0] if len(args.images) == 1 else args.images, model=model)
+    with tqdm(desc=command, unit="step", dynamic_ncols=True) as bar:
+        def progress(step: int, total: int, info) -> None:
+            bar.total = total
+            bar.n = step
+            bar.set_postfix_str(f"objective {info.get('objective', float('nan')):.3f}", refresh=False)
+            bar.refresh()
+
+        vis = run(model, images, progress)
+    out = args.out or f"fviz-{model.id.replace('/', '--').replace(':', '-')}-{command}"
+    path = imagesets.save(vis, out, model=model, images=images)
+    print(f"wrote {len(vis)} images and {path}")
+    return 0
+
+
+def _dual_parser(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser("dual", help="dual-objective (The Mind's Eye): one image per cluster of an image set, for a layer")
+    _add_model_options(p)
+    p.add_argument("--layer", required=True, help="layer name (`hf-fviz layers MODEL`)")
+    _add_imageset_options(p, k_required=False)
+    p.add_argument("--recipe", default="maco", choices=["maco", "paper"], help="maco (default) or the paper's pixel recipe")
+    p.add_argument("--channels", type=int, default=50, help="top channels per cluster (default 50)")
+    return _dual
+
+
+def _dual(args: argparse.Namespace) -> int:
+    from .engine.imagesets import dual_objective
+
+    kwargs = _imageset_kwargs(args)
+
+    def run(model, images, progress):
+        return dual_objective(model, layer=args.layer, images=images, recipe=args.recipe, channels=args.channels,
+                              progress=progress, **kwargs)
+
+    return _imageset_run(args, "dual", run)
+
+
+def _facets_parser(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser("facets", help="multifaceted visualization: k images per unit, one per cluster of the images it likes")
+    _add_model_options(p)
+    p.add_argument("--layer", default=None, help="layer name (default: logits where the model has a head)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--units", default=None, help="unit indices, e.g. 3,7")
+    which.add_argument("--classes", default=None, help='class names or indices, e.g. "tabby cat,espresso"')
+    _add_imageset_options(p, k_required=True)
+    p.add_argument("--param", default="maco", choices=["maco", "pixel"], help="maco from the mean image's phase (default) or pixels")
+    p.add_argument("--top", type=float, default=0.5, help="images kept after ranking: a fraction <= 1 or a count (default 0.5)")
+    p.add_argument("--no-center-bias", action="store_true", help="plain crops and gradient instead of the centre bias")
+    return _facets
+
+
+def _facets(args: argparse.Namespace) -> int:
+    from .engine.imagesets import multifaceted
+    from .errors import InvalidSettings
+
+    raw = args.units if args.units is not None else args.classes
+    targets = [t.strip() for t in raw.split(",") if t.strip()]
+    if not targets:
+        raise InvalidSettings("no units or classes given")
+    if args.units is not None:
+        bad = [t for t in targets if not t.lstrip("-").isdigit()]
+        if bad:
+            raise InvalidSettings(f"--units takes indices, got {bad[0]!r} (use --classes for class names)")
+    elif args.layer not in (None, "logits"):
+        raise InvalidSettings(f"classes are logits; drop --layer {args.layer} or pass --units instead")
+    kwargs = _imageset_kwargs(args)
+
+    def run(model, images, progress):
+        vis = []
+        for t in targets:
+            unit = int(t) if args.units is not None or t.isdigit() else t
+            vis.extend(multifaceted(model, unit=unit, layer=args.layer, images=images, param=args.param, top=args.top,
+                                    center_bias=not args.no_center_bias, progress=progress, **kwargs))
+        return vis
+
+    return _imageset_run(args, "facets", run)
+
+
 # ---------------------------------------------------------------------------- registry
 # Each entry adds one sub-command parser and returns its handler. Add new commands here.
-PARSERS: list[Callable[[argparse._SubParsersAction], Handler]] = [_layers_parser, _publish_parser, _atlas_parser, _watch_parser]
+PARSERS: list[Callable[[argparse._SubParsersAction], Handler]] = [_layers_parser, _publish_parser, _atlas_parser, _watch_parser, _bench_parser, _dual_parser, _facets_parser]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

@@ -1,0 +1,717 @@
+"""Auto-attach: feature visualizations land on model cards without anyone running a command.
+
+Two ways in:
+
+- **Hub webhook** (`make_webhooks_server`, `launch_with_webhooks`, `hf-fviz watch`): the hub
+  reports a new commit on `main` of a watched model repo; the endpoint checks the secret, answers
+  at once and queues a job. A background worker loads the model *at that commit*, visualizes a
+  small default set (the first classes, or the first channels of the last layer of a backbone)
+  and opens one pull request on the card. A commit is handled once (handled `(repo, sha)` pairs are
+  kept in `STATE_DIR/handled.json`, so a restart does not redo them); a commit that touched no
+  model file (a card edit, our own merged PR) makes no job; a failing job logs one line and
+  commits nothing (`publish` is one atomic commit, made only after every image exists).
+- **Training** (`FeatureVisualizationCallback` for transformers' `Trainer`,
+  `visualize_and_publish` for any script): at the end of training, or on every save that pushes
+  to the hub, visualize the model being trained and put the section on its card (a local folder
+  that the next push uploads, or a pull request).
+
+Our own commits start with `COMMIT_MARKER`, so people and bots can recognise them.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoint's annotations at runtime.
+
+import copy
+import fnmatch
+import json
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .errors import FvizError, InvalidSettings, PublishError
+
+logger = logging.getLogger("hf_fviz.watch")
+
+COMMIT_MARKER = "[hf-fviz]"
+WEBHOOK_PATH = "hf-fviz"  # served at /webhooks/hf-fviz
+DEFAULT_TAGS = ("hf-fviz",)
+STATE_FILE = "handled.json"
+# A commit re-renders the card only when it changed one of these files at the repo root: the
+# weights, the model config or the preprocessing. Sub-folders (Trainer's `last-checkpoint/`) and
+# everything else (README.md, our `feature_visualizations/`, .gitattributes) are ignored.
+MODEL_FILES = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*.bin",
+    "*.bin.index.json",
+    "*.pth",
+    "*.pt",
+    "*.ckpt",
+    "config.json",
+    "preprocessor_config.json",
+)
+# What a job on a CPU Space may ask for at most (a watcher on a GPU box can raise them).
+CPU_CAPS = {"units": 16, "steps": 256, "size": 512, "crops": 8}
+
+
+# ---------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class AutoSettings:
+    """What an automatic job visualizes: `units` first classes (or first channels of `layer`,
+    default the model's last layer) with small settings that finish in minutes on a CPU."""
+
+    layer: str | None = None
+    units: int = 4
+    method: str = "maco"
+    steps: int = 64
+    size: int = 224
+    crops: int = 4
+    seed: int = 0
+
+    def check(self, caps: dict[str, int] | None = CPU_CAPS) -> "AutoSettings":
+        """Raise `InvalidSettings` for a value out of range (and above `caps` when given)."""
+        from .engine.methods import validate
+
+        validate(method=self.method, steps=self.steps, size=self.size, crops=self.crops, lr=None)
+        if not isinstance(self.units, int) or self.units < 1:
+            raise InvalidSettings(f"units must be a positive integer, got {self.units!r}")
+        for name, cap in (caps or {}).items():
+            value = getattr(self, name)
+            if value > cap:
+                raise InvalidSettings(f"{name}={value} is above the limit of {cap} for automatic jobs")
+        return self
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """The webhook server's settings.
+
+    A repo is watched when it is in `repos`, or when one of its hub tags is in `tags`; with both
+    empty, every model repo the hub webhook reports is watched (the webhook's own repo filter on
+    huggingface.co/settings/webhooks decides). `secret` is required unless `allow_no_secret`:
+    an open endpoint would let anyone queue jobs.
+    """
+
+    secret: str | None = None
+    repos: tuple[str, ...] = ()
+    tags: tuple[str, ...] = DEFAULT_TAGS
+    state_dir: Path = field(default_factory=lambda: default_state_dir())
+    token: str | None = None
+    settings: AutoSettings = AutoSettings()
+    caps: dict[str, int] | None = field(default_factory=lambda: dict(CPU_CAPS))
+    path: str = WEBHOOK_PATH
+    allow_no_secret: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "repos", tuple(r.strip() for r in self.repos if r.strip()))
+        object.__setattr__(self, "tags", tuple(t.strip() for t in self.tags if t.strip()))
+        object.__setattr__(self, "state_dir", Path(self.state_dir))
+        if not self.secret and not self.allow_no_secret:
+            raise InvalidSettings("the webhook needs a secret: pass --secret or set WEBHOOK_SECRET (the same value as on huggingface.co/settings/webhooks)")
+        if self.secret and not self.secret.isascii():
+            raise InvalidSettings("the webhook secret must be ASCII (the hub sends it in an HTTP header)")
+        self.settings.check(self.caps)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "WatchConfig":
+        """Read WEBHOOK_SECRET, HF_FVIZ_WATCH_REPOS, HF_FVIZ_WATCH_TAGS (comma lists),
+        HF_FVIZ_STATE_DIR, HF_TOKEN and HF_FVIZ_WATCH_{UNITS,STEPS,SIZE,CROPS}."""
+        env = os.environ
+        kwargs: dict[str, Any] = {"secret": env.get("WEBHOOK_SECRET") or None, "token": env.get("HF_TOKEN") or None}
+        if "HF_FVIZ_WATCH_REPOS" in env:
+            kwargs["repos"] = tuple(env["HF_FVIZ_WATCH_REPOS"].split(","))
+        if "HF_FVIZ_WATCH_TAGS" in env:
+            kwargs["tags"] = tuple(env["HF_FVIZ_WATCH_TAGS"].split(","))
+        if env.get("HF_FVIZ_STATE_DIR"):
+            kwargs["state_dir"] = Path(env["HF_FVIZ_STATE_DIR"])
+        numbers = {}
+        for name in ("units", "steps", "size", "crops"):
+            raw = env.get(f"HF_FVIZ_WATCH_{name.upper()}")
+            if raw:
+                try:
+                    numbers[name] = int(raw)
+                except ValueError:
+                    raise InvalidSettings(f"HF_FVIZ_WATCH_{name.upper()} must be an integer, got {raw!r}") from None
+        if numbers:
+            kwargs["settings"] = replace(AutoSettings(), **numbers)
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+
+def default_state_dir() -> Path:
+    """HF_FVIZ_STATE_DIR, else /data/hf_fviz (a Space's persistent storage) when it exists,
+    else ~/.cache/hf_fviz/watch."""
+    if os.environ.get("HF_FVIZ_STATE_DIR"):
+        return Path(os.environ["HF_FVIZ_STATE_DIR"])
+    if Path("/data").is_dir() and os.access("/data", os.W_OK):
+        return Path("/data/hf_fviz")
+    return Path.home() / ".cache" / "hf_fviz" / "watch"
+
+
+# ---------------------------------------------------------------------------- payload
+@dataclass(frozen=True)
+class Commit:
+    """A new commit on `main` of a model repo, as read from one webhook payload."""
+
+    repo_id: str
+    sha: str
+    old_sha: str | None
+    tags: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.repo_id}@{self.sha}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the endpoint did with a payload (also its JSON answer)."""
+
+    status: str  # "queued" | "ignored" | "duplicate"
+    reason: str
+    commit: Commit | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "reason": self.reason}
+        if self.commit is not None:
+            out.update(repo=self.commit.repo_id, sha=self.commit.sha)
+        return out
+
+
+def read_commit(payload: dict[str, Any]) -> Commit | str:
+    """The new `main` commit a payload reports, or the reason it reports none.
+
+    Follows the hub's webhook format (v3): `event.scope` is `repo.content` for new commits (also
+    for a new pull request, whose ref is `refs/pr/N`), `updatedRefs` lists the moved refs, and
+    `repo.headSha` is the head of `main` on repo events (huggingface_hub's pydantic model spells it
+    `head_sha` and would drop it, so the raw JSON is read).
+    """
+    event = payload.get("event") or {}
+    repo = payload.get("repo") or {}
+    scope = str(event.get("scope") or "")
+    if scope != "repo.content" and not scope.startswith("repo.content."):
+        return f"event scope {scope or 'missing'!r} is not a new commit"
+    if repo.get("type") != "model":
+        return f"repo type {repo.get('type')!r} is not a model"
+    name = repo.get("name")
+    if not isinstance(name, str) or "/" not in name:
+        return "payload has no repo name"
+    refs = payload.get("updatedRefs")
+    old_sha: str | None = None
+    if isinstance(refs, list):
+        main = next((r for r in refs if isinstance(r, dict) and r.get("ref") == "refs/heads/main"), None)
+        if main is None:
+            return "no new commit on main (a pull request, tag or other branch)"
+        sha, old_sha = main.get("newSha"), main.get("oldSha")
+        if not sha:
+            return "main was deleted"
+    else:
+        sha = repo.get("headSha")
+        if not sha:
+            return "payload has neither updatedRefs nor repo.headSha"
+    tags = repo.get("tags") if isinstance(repo.get("tags"), list) else []
+    return Commit(name, str(sha), str(old_sha) if old_sha else None, tuple(str(t) for t in tags))
+
+
+def is_model_file(path: str) -> bool:
+    return "/" not in path and any(fnmatch.fnmatchcase(path, p) for p in MODEL_FILES)
+
+
+def changed_files(api: Any, repo_id: str, old_sha: str, new_sha: str) -> set[str]:
+    """Paths that differ between two commits (added, removed or with another blob id)."""
+
+    from huggingface_hub.hf_api import RepoFile
+
+    def tree(rev: str) -> dict[str, str]:
+        # the git blob id changes with the content (for LFS files, with the pointer)
+        return {e.path: e.blob_id for e in api.list_repo_tree(repo_id, recursive=True, revision=rev) if isinstance(e, RepoFile)}
+
+    before, after = tree(old_sha), tree(new_sha)
+    return {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+
+
+# ---------------------------------------------------------------------------- state
+class HandledStore:
+    """Handled commits, kept in `state_dir/handled.json` (written atomically after each job)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / STATE_FILE
+        self._lock = threading.Lock()
+        self._items: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                self._items = dict(data.get("handled", {}))
+            except (OSError, ValueError, AttributeError) as err:
+                broken = self.path.with_suffix(f".broken-{int(time.time())}.json")
+                os.replace(self.path, broken)
+                logger.warning("hf-fviz watch: %s was unreadable (%s); moved to %s, starting empty", self.path, err, broken.name)
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def add(self, key: str, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._items[key] = record
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".handled-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump({"version": 1, "handled": self._items}, f, indent=1, sort_keys=True)
+                os.replace(tmp, self.path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+
+
+# ---------------------------------------------------------------------------- watcher
+@dataclass(frozen=True)
+class JobResult:
+    """How a job ended: "published" (with the PR url), "skipped" (with why) or "failed"."""
+
+    commit: Commit
+    status: str
+    detail: str
+    url: str | None = None
+    seconds: float = 0.0
+
+
+class Watcher:
+    """Decides on payloads (fast, in the request) and runs jobs (one background thread, FIFO).
+
+    `run_job` is the whole job: skip when no model file changed, else load at the commit,
+    visualize, save, publish as a pull request. Results go to `results` and the state file.
+    """
+
+    def __init__(self, config: WatchConfig) -> None:
+        self.config = config
+        self.handled = HandledStore(config.state_dir)
+        self.results: list[JobResult] = []
+        self._queue: "queue.Queue[Commit | None]" = queue.Queue()
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    # -- request side
+    def watched(self, commit: Commit) -> bool:
+        if not self.config.repos and not self.config.tags:
+            return True
+        return commit.repo_id in self.config.repos or bool(set(commit.tags) & set(self.config.tags))
+
+    def submit(self, payload: dict[str, Any]) -> Decision:
+        """Decide on one payload; queue a job for a new, watched, unhandled commit."""
+        found = read_commit(payload)
+        if isinstance(found, str):
+            return Decision("ignored", found)
+        if not self.watched(found):
+            return Decision("ignored", f"{found.repo_id} is not watched (not in --repos, no tag of {list(self.config.tags)})", found)
+        with self._lock:
+            if found.key in self._pending:
+                return Decision("duplicate", "this commit is already queued", found)
+            if found.key in self.handled:
+                return Decision("duplicate", f"this commit was already handled ({self.handled.get(found.key).get('status')})", found)
+            self._pending.add(found.key)
+        self.start()
+        self._queue.put(found)
+        logger.info("hf-fviz watch: queued %s", found.key)
+        return Decision("queued", "a job will visualize this commit and open a pull request", found)
+
+    # -- worker side
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._work, name="hf-fviz-watch", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until no job is queued or running; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._pending, timeout)
+
+    def _work(self) -> None:
+        while True:
+            commit = self._queue.get()
+            if commit is None:
+                return
+            start = time.perf_counter()
+            try:
+                result = self.run_job(commit)
+            except Exception as err:  # one line per failure; the traceback only at debug level
+                result = JobResult(commit, "failed", f"{type(err).__name__}: {' '.join(str(err).split())[:300]}")
+                logger.debug("hf-fviz watch: traceback of %s", commit.key, exc_info=True)
+            result = replace(result, seconds=round(time.perf_counter() - start, 2))
+            if result.status == "failed":
+                logger.error("hf-fviz watch: %s failed after %.1f s: %s", commit.key, result.seconds, result.detail)
+            else:
+                logger.info("hf-fviz watch: %s %s: %s", commit.key, result.status, result.url or result.detail)
+                # failed jobs are not remembered: replaying the webhook (hub settings > Activity) retries them
+                self.handled.add(commit.key, {"status": result.status, "detail": result.detail, "url": result.url, "time": time.time()})
+            with self._idle:
+                self.results.append(result)
+                self._pending.discard(commit.key)
+                self._idle.notify_all()
+
+    def _api(self) -> Any:
+        from huggingface_hub import HfApi
+
+        from . import __version__
+
+        return HfApi(token=self.config.token, library_name="hf_fviz", library_version=__version__)
+
+    def run_job(self, commit: Commit) -> JobResult:
+        if commit.old_sha:
+            changed = changed_files(self._api(), commit.repo_id, commit.old_sha, commit.sha)
+            if not any(is_model_file(p) for p in changed):
+                shown = ", ".join(sorted(changed)[:5]) or "nothing"
+                return JobResult(commit, "skipped", f"no model file changed ({shown})")
+        s = self.config.settings
+        message = f"{COMMIT_MARKER} Feature visualizations for {commit.sha[:12]}"
+        result = visualize_and_publish(
+            f"{commit.repo_id}@{commit.sha}",
+            repo_id=commit.repo_id,
+            layer=s.layer,
+            units=s.units,
+            method=s.method,
+            steps=s.steps,
+            size=s.size,
+            crops=s.crops,
+            seed=s.seed,
+            create_pr=True,
+            token=self.config.token,
+            commit_message=message,
+        )
+        return JobResult(commit, "published", "pull request opened", url=result.url)
+
+
+# ---------------------------------------------------------------------------- server
+@dataclass
+class WebhookApp:
+    """The served pieces: huggingface_hub's `WebhooksServer`, its Gradio `ui`, our `watcher`."""
+
+    server: Any
+    ui: Any
+    watcher: Watcher
+
+    @property
+    def path(self) -> str:
+        return f"/webhooks/{self.watcher.config.path.strip('/')}"
+
+    def launch(self, **launch_kwargs: Any) -> None:
+        """Serve (blocks unless `prevent_thread_lock=True`); never opens a public share link."""
+        launch_kwargs.setdefault("share", False)
+        self.server.launch(**launch_kwargs)
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        self.ui.close()
+        self.watcher.stop(timeout)
+
+
+def make_webhooks_server(ui: Any = None, config: WatchConfig | None = None) -> WebhookApp:
+    """huggingface_hub's `WebhooksServer` (Gradio + FastAPI) with our endpoint at
+    `/webhooks/<config.path>` next to `ui` (default: a status page). Call `.launch(...)` to serve."""
+    try:
+        import gradio as gr
+        from huggingface_hub import WebhooksServer
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+    except ImportError as err:  # gradio (and with it fastapi, pydantic) is the `space` extra
+        raise FvizError(f"the webhook server needs gradio: pip install 'hf_fviz[space]' ({err})") from None
+    config = config or WatchConfig.from_env()
+    watcher = Watcher(config)
+    if ui is None:
+        ui = _status_ui(gr, watcher)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*WebhooksServer.*experimental")
+        server = WebhooksServer(ui=ui, webhook_secret=config.secret)
+
+    async def hf_fviz_webhook(request: Request) -> JSONResponse:
+        # WebhooksServer has checked X-Webhook-Secret (401 missing, 403 wrong) before we get here.
+        try:
+            payload = await request.json()
+        except ValueError:
+            return JSONResponse({"status": "error", "reason": "body is not JSON"}, status_code=400)
+        if not isinstance(payload, dict) or not _valid_payload(payload):
+            return JSONResponse({"status": "error", "reason": "not a hub webhook payload (v3)"}, status_code=422)
+        decision = watcher.submit(payload)
+        return JSONResponse(decision.to_json(), status_code=202 if decision.status == "queued" else 200)
+
+    server.add_webhook(config.path)(hf_fviz_webhook)
+    return WebhookApp(server, ui, watcher)
+
+
+def _status_ui(gr: Any, watcher: Watcher) -> Any:
+    """A small landing page: what is watched, with which settings, and the latest jobs."""
+    c = watcher.config
+    watched = ", ".join(c.repos) or "no fixed list"
+    tags = ", ".join(c.tags) or "none"
+
+    def recent() -> list[list[Any]]:
+        return [[r.commit.repo_id, r.commit.sha[:12], r.status, r.url or r.detail, r.seconds] for r in reversed(watcher.results[-50:])]
+
+    with gr.Blocks(title="hf-fviz watch") as ui:
+        gr.Markdown(
+            f"# hf-fviz watch\n\nPOST hub webhooks to `/webhooks/{c.path}` (with the secret). A new commit on `main` of a "
+            f"watched model repo (repos: {watched}; tags: {tags}) gets a pull request with feature visualizations "
+            f"({c.settings.units} units, {c.settings.method}, {c.settings.steps} steps, {c.settings.size} px)."
+        )
+        table = gr.Dataframe(headers=["repo", "sha", "status", "result", "seconds"], value=recent, interactive=False)
+        gr.Button("Refresh").click(recent, outputs=table, api_visibility="private")
+    return ui
+
+
+def _valid_payload(payload: dict[str, Any]) -> bool:
+    """Check the payload against huggingface_hub's `WebhookPayload` model (the hub's v3 format)."""
+    from huggingface_hub import WebhookPayload
+    from pydantic import ValidationError
+
+    try:
+        WebhookPayload.model_validate(payload)
+    except ValidationError:
+        return False
+    return True
+
+
+def launch_with_webhooks(demo: Any, config: WatchConfig | None = None, **launch_kwargs: Any) -> Watcher | None:
+    """Launch a Gradio app with the auto-attach webhook; a drop-in for `demo.launch(**kwargs)`.
+
+    Without a secret (WEBHOOK_SECRET unset) the app launches as usual and no webhook is served.
+    """
+    try:
+        config = config or WatchConfig.from_env()
+    except InvalidSettings as err:
+        logger.warning("hf-fviz watch: webhook disabled: %s", err)
+        demo.launch(**launch_kwargs)
+        return None
+    app = make_webhooks_server(ui=demo, config=config)
+    app.launch(**launch_kwargs)
+    return app.watcher
+
+
+# ---------------------------------------------------------------------------- training
+def visualize_and_publish(
+    model_or_dir: Any,
+    *,
+    repo_id: str | None = None,
+    layer: str | None = None,
+    units: Sequence[int] | int | None = None,
+    classes: Sequence[str | int] | None = None,
+    method: str = "maco",
+    steps: int = 64,
+    size: int = 224,
+    crops: int = 4,
+    seed: int = 0,
+    local_dir: str | os.PathLike[str] | None = None,
+    create_pr: bool = True,
+    token: str | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    commit_message: str | None = None,
+    processor: Any = None,
+    device: str = "auto",
+    progress: Callable[[int, int, Any], None] | None = None,
+) -> Any:
+    """Visualize a model and put the section on its card; returns `card.PublishResult`.
+
+    `model_or_dir`: a `VisionModel`, a model id or local folder (`load_model`), a timm model
+    (`nn.Module`, wrapped from a copy: the live model is left trainable), or a transformers
+    `PreTrainedModel` (saved with `processor` to a temp folder and loaded from there). `repo_id`
+    (`org/name`) is the card's repo; it defaults to the model id. With `local_dir`, the card and
+    images are written into that folder (a clone, or a Trainer's output_dir); otherwise one pull
+    request is opened. `units` may be a number n: the first n units of `layer` (default the
+    model's last layer: its first n classes where it has a head). `out_dir` keeps the output
+    folder (default: a temp folder, removed).
+    """
+    from . import render
+    from .card import publish
+    from .engine.methods import visualize
+    from .hub.vision_model import VisionModel
+
+    with tempfile.TemporaryDirectory(prefix="hf_fviz-") as tmp:
+        model = _as_vision_model(model_or_dir, Path(tmp) / "model", repo_id=repo_id, processor=processor, device=device)
+        if repo_id is None:
+            repo_id = model.id.split("@", 1)[0]
+        if isinstance(units, int) and not isinstance(units, bool):
+            if units < 1:
+                raise InvalidSettings(f"units must be a list of indices or a positive count, got {units}")
+            units = list(range(min(units, model.layer(layer or model.default_layer).units)))
+        copied = not isinstance(model_or_dir, (VisionModel, str, os.PathLike)) or Path(os.fspath(model_or_dir)).is_dir()
+        if copied:
+            model.id = repo_id  # an in-memory model or a local folder: the manifest names the card's repo
+        vis = visualize(model, layer=layer, units=units, classes=classes, method=method, steps=steps, size=size, crops=crops, seed=seed, progress=progress)
+        folder = Path(out_dir) if out_dir is not None else Path(tmp) / "out"
+        render.save(vis, folder, model=model)
+        return publish(repo_id, folder, local_dir=local_dir, create_pr=create_pr, token=token, commit_message=commit_message)
+
+
+def _as_vision_model(model: Any, scratch: Path, *, repo_id: str | None, processor: Any, device: str) -> Any:
+    from .hub import load_model, resolve_device
+    from .hub.vision_model import VisionModel
+
+    if isinstance(model, VisionModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(os.fspath(model), device=device)
+    save_pretrained = getattr(model, "save_pretrained", None)
+    if callable(save_pretrained) and hasattr(model, "config") and hasattr(model.config, "to_dict"):
+        # transformers: a saved copy loads through the same path as a hub repo (class from
+        # config.architectures, preprocessing from preprocessor_config.json).
+        scratch.mkdir(parents=True, exist_ok=True)
+        save_pretrained(scratch, safe_serialization=True)
+        if processor is not None and hasattr(processor, "save_pretrained"):
+            processor.save_pretrained(scratch)
+        return load_model(str(scratch), device=device)
+    if hasattr(model, "pretrained_cfg") and hasattr(model, "forward_features"):
+        from .hub.timm_models import wrap_timm
+
+        live = copy.deepcopy(model)  # the VisionModel freezes and folds its module
+        name = repo_id or str(getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__)
+        return wrap_timm(live, model_id=name, revision=None, device=resolve_device(device))
+    raise InvalidSettings(f"cannot visualize a {type(model).__name__}: give a VisionModel, a model id or folder, a timm model or a transformers model")
+
+
+@dataclass
+class _CallbackConfig:
+    layer: str | None
+    units: Sequence[int] | None
+    classes: Sequence[str | int] | None
+    method: str
+    steps: int
+    size: int
+    crops: int
+    seed: int
+    repo_id: str | None
+    local_dir: str | os.PathLike[str] | None
+    create_pr: bool
+    token: str | None
+    on_save: bool
+    on_train_end: bool
+
+
+class FeatureVisualizationCallback(TrainerCallback):
+    """transformers `Trainer` callback: visualize the model and publish to its card.
+
+    Runs at the end of training and (with `args.push_to_hub`) after every save, which is when
+    Trainer pushes `output_dir`. The section and images are written into `local_dir` (default:
+    the Trainer's `output_dir`, so its next upload carries them); `create_pr=True` opens a pull
+    request on `repo_id` instead. The model is visualized from a saved copy, never the live one.
+
+    Note: `trainer.push_to_hub()` rewrites `output_dir/README.md` from its training summary
+    (the images stay); publish after it with `visualize_and_publish(output_dir, repo_id=...)`
+    when you push that way.
+    """
+
+    def __init__(
+        self,
+        *,
+        layer: str | None = None,
+        units: Sequence[int] | None = None,
+        classes: Sequence[str | int] | None = None,
+        method: str = "maco",
+        steps: int = 64,
+        size: int = 224,
+        crops: int = 4,
+        seed: int = 0,
+        repo_id: str | None = None,
+        local_dir: str | os.PathLike[str] | None = None,
+        create_pr: bool = False,
+        token: str | None = None,
+        on_save: bool = True,
+        on_train_end: bool = True,
+    ) -> None:
+        from .engine.methods import validate
+
+        validate(method=method, steps=steps, size=size, crops=crops, lr=None)
+        if units is not None and classes is not None:
+            raise InvalidSettings("give units or classes, not both")
+        if create_pr and local_dir is not None:
+            raise InvalidSettings("give local_dir (write into a folder) or create_pr=True (open a pull request), not both")
+        self.config = _CallbackConfig(layer, units, classes, method, steps, size, crops, seed, repo_id, local_dir, create_pr, token, on_save, on_train_end)  # type: ignore[arg-type]
+        self.results: list[Any] = []
+
+    def _repo_id(self, args: Any) -> str:
+        repo = self.config.repo_id or getattr(args, "hub_model_id", None)
+        if not repo or "/" not in repo:
+            raise PublishError(
+                "FeatureVisualizationCallback needs the card's repo id: pass repo_id='org/name' "
+                "(or TrainingArguments(hub_model_id='org/name'))"
+            )
+        return repo
+
+    def _local_dir(self, args: Any) -> str | os.PathLike[str] | None:
+        if self.config.create_pr:
+            return None
+        return self.config.local_dir if self.config.local_dir is not None else args.output_dir
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._repo_id(args)  # a missing repo id fails before training, not after it
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.config.on_save and getattr(args, "push_to_hub", False) and state.is_world_process_zero:
+            self._run(args, kwargs)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.config.on_train_end and state.is_world_process_zero:
+            self._run(args, kwargs)
+
+    def _run(self, args: Any, kwargs: dict[str, Any]) -> None:
+        model = kwargs.get("model")
+        if model is None:
+            raise PublishError("the Trainer passed no model to FeatureVisualizationCallback")
+        c = self.config
+        device = "cpu" if getattr(args, "use_cpu", False) else "auto"
+        start = time.perf_counter()
+        result = visualize_and_publish(
+            model,
+            repo_id=self._repo_id(args),
+            layer=c.layer,
+            units=c.units,
+            classes=c.classes,
+            method=c.method,
+            steps=c.steps,
+            size=c.size,
+            crops=c.crops,
+            seed=c.seed,
+            local_dir=self._local_dir(args),
+            create_pr=c.create_pr,
+            token=c.token,
+            commit_message=f"{COMMIT_MARKER} Feature visualizations after training",
+            processor=kwargs.get("processing_class"),
+            device=device,
+        )
+        self.results.append(result)
+        logger.info("hf-fviz: feature visualizations published in %.1f s: %s", time.perf_counter() - start, result.url or result.local_dir)
+
+
+__all__ = [
+    "AutoSettings",
+    "COMMIT_MARKER",
+    "FeatureVisualizationCallback",
+    "WatchConfig",
+    "WebhookApp",
+    "Watcher",
+    "launch_with_webhooks",
+    "make_webhooks_server",
+    "read_commit",
+    "visualize_and_publish",
+]
+
