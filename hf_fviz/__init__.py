@@ -24,6 +24,7 @@ _EXPORTS = {
     "multifaceted": "hf_fviz.engine.methods",
     "objectives": "hf_fviz.engine.objectives",
     "publish": "hf_fviz.card",
+    "atlas": "hf_fviz.atlas",
     "errors": "hf_fviz.errors",
     "FvizError": "hf_fviz.errors",
 }
@@ -39,6 +40,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .atlas import atlas
     from .card import publish
     from .engine import objectives
     from .engine.methods import Visualization, dual_objective, multifaceted, visualize

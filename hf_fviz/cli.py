@@ -228,6 +228,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> Handler:
     s.add_argument("--size", type=int, default=None, metavar="PX", help="override every case's canvas (default: horama's 1280)")
     s.add_argument("--crops", type=int, default=None, metavar="K", help="override every case's crops per step (default 6)")
     s.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    s.add_argument("--speedups", default="", help="opt-in speed-ups for hf_fviz: channels_last,cpu_bf16 (default none)")
     q = what.add_parser("quality", help="transferability: a different network classifies the visualizations")
     q.add_argument("--json", action="store_true", help="print the report as JSON")
     q.add_argument("--classes", type=int, default=20, metavar="N", help="ImageNet classes, spread over the label range (default 20)")
@@ -236,6 +237,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> Handler:
     q.add_argument("--size", type=int, default=None, metavar="PX", help="hf_fviz canvas (default: hf_fviz's default)")
     q.add_argument("--crops", type=int, default=None, metavar="K", help="hf_fviz crops per step (default: hf_fviz's default)")
     q.add_argument("--out", default=None, metavar="DIR", help="also save every visualization as DIR/METHOD/CLASS.png")
+    q.add_argument("--horama-size", type=int, default=1280, metavar="PX", help="horama's canvas (default: its own 1280)")
+    q.add_argument("--horama-crops", type=int, default=6, metavar="K", help="horama's crops per step (default: its own 6)")
     return _bench
 
 
@@ -248,7 +251,8 @@ def _bench(args: argparse.Namespace) -> int:
     if args.bench_command == "speed":
         cases = tuple(c.strip() for c in args.cases.split(",") if c.strip())
         settings = bench.SpeedSettings(steps=args.steps, rounds=args.rounds, cases=cases, model=args.model,
-                                       size=args.size, crops=args.crops, memory=not args.no_memory)
+                                       size=args.size, crops=args.crops, memory=not args.no_memory,
+                                       speedups=tuple(x.strip() for x in args.speedups.split(",") if x.strip()))
         results = bench.run_speed(settings, log=log)
         if args.json:
             print(json.dumps([r.to_dict() for r in results], indent=1))
@@ -257,7 +261,8 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     qsettings = bench.QualitySettings(classes=args.classes, steps=args.steps, methods=methods, size=args.size,
-                                      crops=args.crops, out=args.out)
+                                      crops=args.crops, out=args.out,
+                                      horama=bench.HoramaSettings(size=args.horama_size, crops=args.horama_crops))
     report = bench.run_quality(qsettings, log=log)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1, default=str))
@@ -296,14 +301,21 @@ def _imageset_run(args: argparse.Namespace, command: str, run) -> int:
 
     model = _load(args)
     images = load_images(args.images[0] if len(args.images) == 1 else args.images, model=model)
-    with tqdm(desc=command, unit="step", dynamic_ncols=True) as bar:
-        def progress(step: int, total: int, info) -> None:
-            bar.total = total
-            bar.n = step
-            bar.set_postfix_str(f"objective {info.get('objective', float('nan')):.3f}", refresh=False)
-            bar.refresh()
+    bars: list = []  # opened on the first step, so that a bad setting prints one line only
 
+    def progress(step: int, total: int, info) -> None:
+        if not bars:
+            bars.append(tqdm(desc=command, unit="step", dynamic_ncols=True))
+        bars[0].total = total
+        bars[0].n = step
+        bars[0].set_postfix_str(f"objective {info.get('objective', float('nan')):.3f}", refresh=False)
+        bars[0].refresh()
+
+    try:
         vis = run(model, images, progress)
+    finally:
+        for bar in bars:
+            bar.close()
     out = args.out or f"fviz-{model.id.replace('/', '--').replace(':', '-')}-{command}"
     path = imagesets.save(vis, out, model=model, images=images)
     print(f"wrote {len(vis)} images and {path}")
@@ -373,9 +385,103 @@ def _facets(args: argparse.Namespace) -> int:
     return _imageset_run(args, "facets", run)
 
 
+# ---------------------------------------------------------------------------- visualize
+def _visualize_parser(sub: argparse._SubParsersAction) -> Handler:
+    from .engine.methods import DEFAULT_CROPS, DEFAULT_SIZE, DEFAULT_STEPS, LIMITS, METHODS
+
+    p = sub.add_parser("visualize", help="visualize units or classes of a layer (MACO by default); writes DIR/manifest.json and PNGs")
+    _add_model_options(p)
+    p.add_argument("--layer", default=None, help="layer name (`hf-fviz layers MODEL`; default: logits where the model has a head)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--units", default=None, help="unit indices, e.g. 3,7,9 (default: the first 4)")
+    which.add_argument("--classes", default=None, help='class names (case-insensitive) or indices, e.g. "tabby cat,espresso"')
+    p.add_argument("--method", default="maco", choices=list(METHODS))
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimization steps, {LIMITS['steps'][0]}..{LIMITS['steps'][1]} (default {DEFAULT_STEPS})")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"canvas side in pixels, {LIMITS['size'][0]}..{LIMITS['size'][1]} (default {DEFAULT_SIZE})")
+    p.add_argument("--crops", type=int, default=DEFAULT_CROPS, help=f"random crops per step, {LIMITS['crops'][0]}..{LIMITS['crops'][1]} (default {DEFAULT_CROPS})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1.0 for maco/fourier, 0.05 for pixel)")
+    p.add_argument("--spectrum", default=None, metavar="FILE", help="magnitude spectrum .npy from `hf-fviz spectrum` (default: the shipped one)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: fviz-<model>)")
+    return _visualize
+
+
+def _split_targets(raw: str, flag: str) -> list[str]:
+    from .errors import InvalidSettings
+
+    items = [t.strip() for t in raw.split(",") if t.strip()]
+    if not items:
+        raise InvalidSettings(f"{flag} is empty")
+    return items
+
+
+def _visualize(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm.auto import tqdm
+
+    from .engine.methods import validate, visualize
+    from .errors import InvalidSettings
+    from .render import save
+
+    validate(method=args.method, steps=args.steps, size=args.size, crops=args.crops, lr=args.lr)
+    units = classes = None
+    if args.units is not None:
+        raw = _split_targets(args.units, "--units")
+        bad = [t for t in raw if not t.isdigit()]
+        if bad:
+            raise InvalidSettings(f"--units takes indices, got {bad[0]!r} (use --classes for class names)")
+        units = [int(t) for t in raw]
+    if args.classes is not None:
+        classes = _split_targets(args.classes, "--classes")
+    model = _load(args)
+    if classes is not None:
+        classes = [model.class_index(c) for c in classes]  # fail fast, before any compute
+    start = time.perf_counter()
+    with tqdm(desc="visualize", unit="step", dynamic_ncols=True) as bar:
+
+        def progress(step: int, total: int, info) -> None:
+            bar.total = total
+            bar.n = step
+            bar.set_postfix_str(f"objective {info.get('objective', float('nan')):.3f}", refresh=False)
+            bar.refresh()
+
+        vis = visualize(
+            model, layer=args.layer, units=units, classes=classes, method=args.method, steps=args.steps, size=args.size,
+            crops=args.crops, seed=args.seed, lr=args.lr, spectrum=args.spectrum, progress=progress,
+        )
+    out = args.out or f"fviz-{model.id.replace('/', '--').replace(':', '-')}"
+    path = save(vis, out, model=model, seconds=time.perf_counter() - start, device=model.device.type)
+    print(f"wrote {len(vis)} visualizations and {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- spectrum
+def _spectrum_parser(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser("spectrum", help="build a magnitude spectrum (.npy for --spectrum) from a folder of your own images")
+    p.add_argument("image_dir", metavar="IMAGE_DIR")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--crops", type=int, default=2000, help="random crops (default 2000)")
+    p.add_argument("--size", type=int, default=512, help="spectrum side (default 512; resized to the canvas at run time)")
+    p.add_argument("--seed", type=int, default=0)
+    return _spectrum
+
+
+def _spectrum(args: argparse.Namespace) -> int:
+    from .engine.spectrum import build_spectrum, save_spectrum
+    from .errors import InvalidSettings
+
+    if not 1 <= args.crops <= 100000 or not 16 <= args.size <= 2048:
+        raise InvalidSettings("--crops must be in 1..100000 and --size in 16..2048")
+    spec, prov = build_spectrum(args.image_dir, crops=args.crops, size=args.size, seed=args.seed)
+    path = save_spectrum(spec, args.out)
+    print(f"wrote {path}: {prov.describe()}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- registry
 # Each entry adds one sub-command parser and returns its handler. Add new commands here.
-PARSERS: list[Callable[[argparse._SubParsersAction], Handler]] = [_layers_parser, _publish_parser, _atlas_parser, _watch_parser, _bench_parser, _dual_parser, _facets_parser]
+PARSERS: list[Callable[[argparse._SubParsersAction], Handler]] = [_layers_parser, _publish_parser, _atlas_parser, _watch_parser, _bench_parser, _dual_parser, _facets_parser, _visualize_parser, _spectrum_parser]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

@@ -83,6 +83,10 @@ class PublishError(FvizError, RuntimeError):
     """Publishing to a model card failed for a reason the user can fix (no token, bad folder)."""
 
 
+class MissingDependency(FvizError, ImportError):
+    """An optional package a command needs is not installed (e.g. horama for `bench`)."""
+
+
 class AtlasError(FvizError, RuntimeError):
     """An atlas folder that is incomplete, damaged, busy, or made with other settings."""
 
