@@ -40,7 +40,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .atlas import atlas
+    from . import atlas
     from .card import publish
     from .engine import objectives
     from .engine.methods import Visualization, dual_objective, multifaceted, visualize
