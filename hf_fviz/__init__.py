@@ -20,8 +20,8 @@ _EXPORTS = {
     "Layer": "hf_fviz.hub.vision_model",
     "visualize": "hf_fviz.engine.methods",
     "Visualization": "hf_fviz.engine.methods",
-    "dual_objective": "hf_fviz.engine.methods",
-    "multifaceted": "hf_fviz.engine.methods",
+    "dual_objective": "hf_fviz.engine.imagesets",
+    "multifaceted": "hf_fviz.engine.imagesets",
     "objectives": "hf_fviz.engine.objectives",
     "publish": "hf_fviz.card",
     "atlas": "hf_fviz.atlas",
@@ -43,7 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import atlas
     from .card import publish
     from .engine import objectives
-    from .engine.methods import Visualization, dual_objective, multifaceted, visualize
+    from .engine.imagesets import dual_objective, multifaceted
+    from .engine.methods import Visualization, visualize
     from .errors import FvizError
     from .hub import load_model
     from .hub.vision_model import Layer, VisionModel
