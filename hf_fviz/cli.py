@@ -239,6 +239,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> Handler:
     q.add_argument("--out", default=None, metavar="DIR", help="also save every visualization as DIR/METHOD/CLASS.png")
     q.add_argument("--horama-size", type=int, default=1280, metavar="PX", help="horama's canvas (default: its own 1280)")
     q.add_argument("--horama-crops", type=int, default=6, metavar="K", help="horama's crops per step (default: its own 6)")
+    q.add_argument("--no-imagesets", action="store_true", help="skip the image-set (dual/facets) quality table")
     return _bench
 
 
@@ -262,7 +263,8 @@ def _bench(args: argparse.Namespace) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     qsettings = bench.QualitySettings(classes=args.classes, steps=args.steps, methods=methods, size=args.size,
                                       crops=args.crops, out=args.out,
-                                      horama=bench.HoramaSettings(size=args.horama_size, crops=args.horama_crops))
+                                      horama=bench.HoramaSettings(size=args.horama_size, crops=args.horama_crops),
+                                      imagesets=not args.no_imagesets)
     report = bench.run_quality(qsettings, log=log)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1, default=str))

@@ -1,0 +1,162 @@
+"""The one render loop every method uses (MACO, Fourier, pixel; later dual-objective, facets).
+
+    result = optimize(param, score, transforms=crops, normalize=model.normalize,
+                      settings=LoopSettings(steps=128, lr=1.0), final_score=whole_score)
+
+Per step: images = param() (N, 3, S, S) in [0, 1], float32 -> normalize -> K crops per image (one
+grid_sample) -> score (N,) under bf16 autocast on CUDA -> loss = -sum(score) [+ extra loss] ->
+backward -> transparency += |dL/dimage| (summed over colour channels, one map per image) ->
+optimizer step. Summing (not averaging) over images keeps each image's gradient independent of N,
+so a batch of N units optimizes exactly as N single runs.
+
+Stops with `OptimizationDiverged` as soon as an objective is NaN or infinite (checked every step
+on CPU; every few steps on CUDA to avoid a device sync per step).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InvalidSettings, OptimizationDiverged
+from .param import ImageParam
+
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+"""Normalized crops (N*K, 3, h, w), grouped per image -> one objective value per image (N,)."""
+ExtraLoss = Callable[[torch.Tensor, int], torch.Tensor]
+"""(images in [0, 1] (N, 3, S, S), step) -> a loss to *minimize*, (N,) or scalar, added to -score."""
+Progress = Callable[[int, int, Mapping[str, Any]], None]
+"""progress(step, total, info): step counts from 1; info has 'objective' (mean over images, float)
+and 'images', a no-argument function returning the current canvas (N, 3, S, S) in [0, 1] on the CPU."""
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Optimizer settings of the loop. `autocast=None` means bf16 autocast on CUDA only."""
+
+    steps: int = 128
+    lr: float = 1.0
+    optimizer: str = "nadam"
+    autocast: bool | None = None
+
+    def make_optimizer(self, params: Sequence[torch.Tensor]) -> torch.optim.Optimizer:
+        if self.optimizer == "nadam":
+            return torch.optim.NAdam(params, lr=self.lr)
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr)
+        raise InvalidSettings(f"unknown optimizer {self.optimizer!r}: use 'nadam' or 'adam'")
+
+
+@dataclass
+class OptimizationResult:
+    """What the loop returns, on the CPU: images (N, 3, S, S) in [0, 1]; transparency (N, S, S)
+    = sum over steps of |dL/dx| summed over colour; history (steps, N) of the crop-averaged
+    objective; final (N,) the objective on the uncropped image (NaN when no `final_score`)."""
+
+    images: torch.Tensor
+    transparency: torch.Tensor
+    history: np.ndarray
+    final: np.ndarray
+    seconds: float
+    steps: int = field(default=0)
+
+
+def optimize(
+    param: ImageParam,
+    score: ScoreFn,
+    *,
+    transforms: Callable[[torch.Tensor, int], torch.Tensor],
+    normalize: Callable[[torch.Tensor], torch.Tensor],
+    settings: LoopSettings,
+    final_score: ScoreFn | None = None,
+    final_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    extra_loss: ExtraLoss | None = None,
+    progress: Progress | None = None,
+) -> OptimizationResult:
+    """Run the optimization; see the module docstring. `final_transform` maps the normalized
+    canvas to the model input for `final_score` (e.g. a resize)."""
+    if settings.steps < 1:
+        raise InvalidSettings("steps must be at least 1")
+    device = next(param.parameters()).device
+    use_amp = settings.autocast if settings.autocast is not None else device.type == "cuda"
+    amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_amp else nullcontext()
+    check_every = 1 if device.type == "cpu" else 8
+    info_every = max(1, settings.steps // 64)
+    optimizer = settings.make_optimizer(list(param.parameters()))
+    n, size = param.n, param.size
+    transparency = torch.zeros(n, size, size, device=device)
+    history = torch.zeros(settings.steps, n, device=device)
+    info: dict[str, Any] = {"objective": float("nan")}
+    start = time.perf_counter()
+    param.train()
+    for step in range(settings.steps):
+        optimizer.zero_grad(set_to_none=True)
+        images = param()
+        images.retain_grad()
+        crops = transforms(normalize(images), step)
+        with amp:
+            values = score(crops)
+        values = values.float()
+        loss = -values.sum()
+        if extra_loss is not None:
+            loss = loss + extra_loss(images, step).float().sum()
+        loss.backward()
+        with torch.no_grad():
+            transparency.add_(images.grad.abs().sum(dim=1))
+            history[step] = values.detach()
+        if step % check_every == 0 or step == settings.steps - 1:
+            _check_finite(values.detach(), loss.detach(), step)
+        optimizer.step()
+        if progress is not None:
+            if step % info_every == 0 or step == settings.steps - 1:
+                # `images` is a thunk: the Space shows intermediate images, others pay nothing.
+                info = {"objective": float(values.detach().mean()),
+                        "images": lambda images=images: images.detach().float().cpu()}
+            progress(step + 1, settings.steps, info)
+    param.eval()
+    with torch.no_grad():
+        images = param().detach()
+        final = torch.full((n,), float("nan"))
+        if final_score is not None:
+            x = normalize(images)
+            if final_transform is not None:
+                x = final_transform(x)
+            with amp:
+                final = final_score(x).float()
+            if not torch.isfinite(final).all():
+                raise OptimizationDiverged("the final image's objective is NaN or infinite")
+    return OptimizationResult(
+        images=images.float().cpu(),
+        transparency=transparency.cpu(),
+        history=history.cpu().numpy(),
+        final=final.cpu().numpy(),
+        seconds=time.perf_counter() - start,
+        steps=settings.steps,
+    )
+
+
+def _check_finite(values: torch.Tensor, loss: torch.Tensor, step: int) -> None:
+    if bool(torch.isfinite(values).all()) and bool(torch.isfinite(loss)):
+        return
+    bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
+    which = f" for image(s) {bad}" if bad else " (extra loss)"
+    raise OptimizationDiverged(
+        f"the objective became NaN or infinite by step {step + 1}{which}; try a lower learning rate or another layer/unit"
+    )
+
+
+def model_score(model: Any, objective: Callable[[Mapping[str, torch.Tensor]], torch.Tensor], layers: Sequence[str]) -> ScoreFn:
+    """Score function for a VisionModel: fetch the objective's layers (each forward pass stops at
+    its layer; an objective reading two layers runs two truncated passes) and apply it."""
+    names = list(layers)
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        return objective({name: model.activations(x, name) for name in names})
+
+    return score

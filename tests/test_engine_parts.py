@@ -1,0 +1,168 @@
+"""Parametrizations, spectrum, transforms and objectives on plain tensors (no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hf_fviz.engine import objectives as obj
+from hf_fviz.engine.param import FourierImage, MacoImage, PixelImage, standardize
+from hf_fviz.engine.spectrum import (
+    COLOR_CORRELATION,
+    DEFAULT_SPECTRUM,
+    build_spectrum,
+    decorrelate,
+    load_spectrum,
+    recorrelate,
+    save_spectrum,
+)
+from hf_fviz.engine.transforms import CropSettings, RandomCrops
+from hf_fviz.errors import BadImageSet, InvalidSettings
+from hf_fviz.hub.vision_model import Layer
+
+
+# ---------------------------------------------------------------------------- spectrum
+def test_shipped_spectrum_is_small_natural_and_resizes():
+    assert DEFAULT_SPECTRUM.stat().st_size < 1_000_000
+    spec = load_spectrum(size=512)
+    assert spec.shape == (3, 512, 257) and spec.dtype == torch.float32
+    # natural images: energy falls with frequency (low band >> high band), roughly 1/f^1.3
+    fy = torch.fft.fftfreq(512)[:, None]
+    fx = torch.fft.rfftfreq(512)[None]
+    f = (fx**2 + fy**2).sqrt()
+    low = spec[:, (f > 0.01) & (f < 0.02)].mean()
+    high = spec[:, (f > 0.2) & (f < 0.4)].mean()
+    assert low > 30 * high
+    assert load_spectrum(size=96).shape == (3, 96, 49)
+
+
+def test_colour_decorrelation_inverts_recorrelation():
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(recorrelate(decorrelate(x)), x, atol=1e-5)
+    # per pixel row vector times the matrix
+    assert torch.allclose(recorrelate(x)[0, :, 0, 0], x[0, :, 0, 0] @ COLOR_CORRELATION, atol=1e-6)
+
+
+def test_build_spectrum_from_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    spec, prov = build_spectrum(tmp_path, crops=8, size=32)
+    assert spec.shape == (3, 32, 17) and prov.images == 2 and prov.crops == 8
+    out = save_spectrum(spec, tmp_path / "s.npy")
+    assert load_spectrum(out, size=64).shape == (3, 64, 33)
+    with pytest.raises(BadImageSet):
+        build_spectrum(tmp_path / "missing")
+    np.save(tmp_path / "bad.npy", np.zeros((3, 4, 4), np.float32))
+    with pytest.raises(InvalidSettings, match="expected float"):
+        load_spectrum(tmp_path / "bad.npy", size=8)
+
+
+# ---------------------------------------------------------------------------- parametrizations
+@pytest.mark.parametrize("cls", [MacoImage, FourierImage, PixelImage])
+def test_param_range_shape_and_seed(cls):
+    a = cls(3, 32, seeds=[5, 5, 6])
+    img = a().detach()
+    assert img.shape == (3, 3, 32, 32)
+    assert float(img.min()) >= 0 and float(img.max()) <= 1
+    assert torch.equal(img[0], img[1]) and not torch.equal(img[0], img[2])
+    assert torch.equal(cls(1, 32, seeds=[5])()[0], img[0])
+
+
+def test_maco_keeps_magnitude_fixed_and_is_per_image():
+    p = MacoImage(2, 32, seeds=[0, 1])
+    params = list(p.parameters())
+    assert [t.shape for t in params] == [(2, 3, 32, 17)]  # only the phase is free
+    img = p()
+    img[0].sum().backward()
+    assert p.phase.grad[1].abs().sum() == 0  # image 1 does not depend on image 0's phase
+
+
+def test_standardize_per_image():
+    x = torch.randn(2, 3, 4, 4) * torch.tensor([1.0, 10.0]).view(2, 1, 1, 1)
+    s = standardize(x)
+    assert torch.allclose(s.flatten(1).std(1), torch.ones(2), atol=1e-3)
+
+
+# ---------------------------------------------------------------------------- transforms
+def test_crops_shape_grouping_and_determinism():
+    imgs = torch.stack([torch.full((3, 64, 64), float(i)) for i in range(3)])
+    t1 = RandomCrops(CropSettings(crops=4, noise=0.0), out_size=(16, 16), steps=10, seed=1)
+    out = t1(imgs, 0)
+    assert out.shape == (12, 3, 16, 16)
+    # rows i*K..i*K+K-1 come from image i (crops stay inside the canvas: no zero padding)
+    assert torch.allclose(out.view(3, 4, -1).mean(-1), torch.tensor([0.0, 1.0, 2.0])[:, None].expand(3, 4), atol=1e-5)
+    t2 = RandomCrops(CropSettings(crops=4, noise=0.1), out_size=(16, 16), steps=10, seed=1)
+    t3 = RandomCrops(CropSettings(crops=4, noise=0.1), out_size=(16, 16), steps=10, seed=1)
+    g = torch.rand(2, 3, 64, 64)
+    a, b = t2(g, 3), t3(g[:1], 3)  # batch of 2 vs single: same crops and noise for image 0
+    assert torch.equal(a[:4], b)
+
+
+def test_crop_schedule_shrinks_and_crop_content_is_right():
+    t = RandomCrops(CropSettings(crops=64, scale=(0.9, 0.3), scale_jitter=0.0, center_std=0.0, noise=0.0), out_size=(8, 8), steps=5)
+    assert torch.allclose(t.boxes(0)[:, 0], torch.full((64,), 0.9))
+    assert torch.allclose(t.boxes(4)[:, 0], torch.full((64,), 0.3))
+    # a centred crop of half the canvas of a horizontal ramp spans the middle half of the ramp
+    ramp = torch.linspace(0, 1, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64).contiguous()
+    t = RandomCrops(CropSettings(crops=1, scale=(0.5, 0.5), scale_jitter=0.0, center_std=0.0, noise=0.0), out_size=(32, 32), steps=1)
+    crop = t(ramp, 0)[0, 0, 0]
+    assert abs(float(crop[0]) - 0.25) < 0.03 and abs(float(crop[-1]) - 0.75) < 0.03
+
+
+def test_crops_are_differentiable_to_the_canvas():
+    imgs = torch.rand(2, 3, 48, 48, requires_grad=True)
+    t = RandomCrops(CropSettings(crops=3), out_size=(24, 24), steps=4)
+    t(imgs, 0).sum().backward()
+    assert imgs.grad.shape == imgs.shape and imgs.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------- objectives
+def test_channel_neuron_layer_on_conv():
+    act = torch.zeros(2, 4, 3, 3)
+    act[0, 1] = 2.0
+    act[1, 1, 1, 1] = 9.0
+    assert torch.allclose(obj.channel("c", 1)(act), torch.tensor([2.0, 1.0]))
+    assert torch.allclose(obj.neuron("c", 1)(act), torch.tensor([2.0, 9.0]))  # centre by default
+    assert torch.allclose(obj.neuron("c", 1, (0, 0))(act), torch.tensor([2.0, 0.0]))
+    assert torch.allclose(obj.deepdream("c")(act), act.pow(2).flatten(1).mean(1))
+
+
+def test_token_objectives_exclude_prefix_tokens():
+    info = {"t": Layer("t", "tokens", 2, (5, 2), prefix_tokens=1, grid=(2, 2))}
+    act = torch.zeros(1, 5, 2)
+    act[0, 0, 0] = 100.0  # CLS: ignored
+    act[0, 1:, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert float(obj.channel("t", 0)(act, info)) == pytest.approx(2.5)
+    assert float(obj.neuron("t", 0, (1, 0))(act, info)) == pytest.approx(3.0)
+    assert float(obj.neuron("t", 0, 1)(act, info)) == pytest.approx(2.0)
+    assert float(obj.neuron("t", 0)(act, info)) == pytest.approx(4.0)  # centre of a 2x2 grid: (1, 1)
+
+
+def test_logit_direction_and_algebra():
+    logits = torch.tensor([[1.0, 2.0, 3.0]])
+    assert float(obj.class_logit(2)({"logits": logits})) == 3.0
+    combo = obj.class_logit(2) - 2 * obj.class_logit(0) + obj.class_logit(1) * 0.5
+    assert float(combo({"logits": logits})) == pytest.approx(3 - 2 + 1)
+    d = obj.direction("logits", [0.0, 0.0, 1.0], cossim_pow=0)
+    assert float(d({"logits": logits})) == pytest.approx(3.0)
+    d2 = obj.direction("logits", [0.0, 0.0, 1.0])  # dot * cos^2
+    cos = 3 / logits.norm()
+    assert float(d2({"logits": logits})) == pytest.approx(float(3 * cos**2), rel=1e-5)
+
+
+def test_batch_objective_vectorized_equals_per_image():
+    acts = {"c": torch.randn(6, 5, 4, 4)}  # 3 images x 2 crops
+    objs = [obj.channel("c", u) for u in (4, 0, 2)]
+    batch = obj.BatchObjective(objs, {}, crops=2)
+    assert batch.vectorized
+    expected = torch.stack([objs[i](acts["c"][2 * i : 2 * i + 2]).mean() for i in range(3)])
+    assert torch.allclose(batch(acts), expected)
+    mixed = obj.BatchObjective([obj.channel("c", 1), obj.neuron("c", 1), obj.deepdream("c")], {}, crops=2)
+    assert not mixed.vectorized
+    assert mixed(acts).shape == (3,)
+    assert float(mixed(acts)[2]) == pytest.approx(float(acts["c"][4:6].pow(2).mean()), rel=1e-5)
