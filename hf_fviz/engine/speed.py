@@ -1,6 +1,7 @@
 """Opt-in speed-ups for the render loop, measured by `hf-fviz bench speed --speedups ...`.
 
-- `channels_last`: converts a CNN's weights to NHWC. oneDNN (CPU) and cuDNN (GPU) then run every
+- `channels_last`: converts a CNN's weights to NHWC (now done by `VisionModel` at load for every
+  CNN; kept here so the benchmark can name it). oneDNN (CPU) and cuDNN (GPU) then run every
   convolution in NHWC, the layout their fast kernels use (depthwise convolutions especially);
   without it each convolution reorders its input and output. Input batches need no conversion:
   PyTorch picks the channels-last kernel when the weight is channels-last.

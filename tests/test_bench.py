@@ -1,0 +1,130 @@
+"""`hf-fviz bench`: smoke runs on tiny settings (benchmarks are not tests) plus the small pieces
+whose failure would silently falsify the figures (ranks, class spread, horama offline patch)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hf_fviz import bench
+from hf_fviz.cli import main
+from hf_fviz.errors import InvalidSettings
+
+SPEED_KEYS = {"case", "hf_fviz_s_per_step", "horama_s_per_step", "ratio", "hf_fviz_peak_mb", "horama_peak_mb"}
+
+
+def test_bench_speed_smoke_prints_json_with_the_contract_keys(capsys):
+    code = main(["bench", "speed", "--cases", "a", "--steps", "2", "--rounds", "1", "--size", "64", "--crops", "2",
+                 "--model", "org/tiny-mobilenetv2", "--json"])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert isinstance(rows, list) and len(rows) == 1
+    row = rows[0]
+    assert SPEED_KEYS <= set(row)
+    assert row["case"] == "a"
+    assert row["hf_fviz_s_per_step"] > 0 and row["horama_s_per_step"] > 0
+    assert row["ratio"] == pytest.approx(row["horama_s_per_step"] / row["hf_fviz_s_per_step"])
+    # two measured steps per side, warm-ups dropped
+    assert len(row["samples"]["hf_fviz"]) == 2 and len(row["samples"]["other"]) == 2
+    # peak memory from child processes: positive MiB figures for both libraries
+    assert row["hf_fviz_peak_mb"] > 0 and row["horama_peak_mb"] > 0
+
+
+def test_bench_speed_overhead_case_compares_with_the_bare_model(capsys):
+    code = main(["bench", "speed", "--cases", "e", "--steps", "2", "--rounds", "1", "--size", "64", "--crops", "2",
+                 "--model", "org/tiny-resnet", "--no-memory", "--speedups", "channels_last"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| e |" in out and "bare" in out and "channels_last" in out
+
+
+def test_bench_speed_rejects_unknown_cases_in_one_line(capsys):
+    assert main(["bench", "speed", "--cases", "a,z", "--no-memory"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown case(s) z" in err[0]
+
+
+def test_bench_quality_smoke_two_classes_two_steps(capsys, tmp_path):
+    code = main(["bench", "quality", "--classes", "2", "--steps", "2", "--size", "96", "--crops", "2",
+                 "--horama-size", "128", "--horama-crops", "2", "--json", "--out", str(tmp_path), "--no-imagesets"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["judge"] == "builtin:efficientnet-lite0" and report["model"] == "builtin:mobilenetv2"
+    assert report["classes"] == bench.pick_classes(2) and report["steps"] == 2
+    assert [m["method"] for m in report["methods"]] == ["maco", "fourier", "pixel", "horama"]
+    for m in report["methods"]:
+        assert 0.0 <= m["top1"] <= m["top5"] <= 1.0
+        assert all(1 <= r <= 1000 for r in m["judge_ranks"] + m["self_ranks"])
+        assert len(m["judge_top1"]) == 2
+    assert sorted(p.name for p in (tmp_path / "horama").iterdir()) == sorted(f"{c}.png" for c in report["classes"])
+    assert report["imagesets"] is None
+
+
+def test_quality_report_includes_the_image_set_quality_table(monkeypatch):
+    import hf_fviz.engine.imagesets as imagesets
+
+    class Fake:
+        def table(self) -> str:
+            return "facet distinctness 0.42"
+
+        def to_dict(self) -> dict:
+            return {"facets": [{"distance": 0.42}]}
+
+    seen = {}
+
+    def fake_quality(*, model, judge, steps=64):
+        seen.update(model=model, judge=judge, steps=steps)
+        return Fake()
+
+    monkeypatch.setattr(imagesets, "quality_imagesets", fake_quality)
+    got = bench._imagesets_quality("M", "J", bench.QualitySettings(steps=3), lambda _m: None)
+    assert seen == {"model": "M", "judge": "J", "steps": 3}
+    assert got["result"] == {"facets": [{"distance": 0.42}]}
+    report = bench.QualityReport("m", "j", [1], ["goldfish"], 3, [], got)
+    assert "facet distinctness 0.42" in bench.quality_table(report)
+
+
+def test_ranks_are_one_based_and_count_strictly_higher_scores():
+    logits = torch.tensor([[0.1, 3.0, 2.0, 5.0], [9.0, 1.0, 1.0, 0.0]])
+    assert bench.ranks(logits, [3, 0]) == [1, 1]
+    assert bench.ranks(logits, [2, 1]) == [3, 2]  # a tie with another class does not push the target down
+
+
+def test_classes_are_spread_over_imagenet():
+    twenty = bench.pick_classes(20)
+    assert len(set(twenty)) == 20 and min(twenty) < 50 and max(twenty) > 950
+    five = bench.pick_classes(5)
+    assert set(five) <= set(twenty) and max(five) - min(five) > 500
+    assert len(set(bench.pick_classes(40))) == 40
+    with pytest.raises(InvalidSettings):
+        bench.pick_classes(0)
+
+
+def test_horama_runs_offline_on_our_spectrum_and_is_restored():
+    import horama.maco_fv as maco_fv
+
+    before = maco_fv.MACO_SPECTRUM_FILENAME
+    with bench.horama_offline():
+        magnitude, phase = maco_fv.init_maco_buffer((64, 64))
+    assert maco_fv.MACO_SPECTRUM_FILENAME == before
+    assert magnitude.shape == (3, 64, 33) and phase.shape == (3, 64, 33)
+    assert torch.isfinite(magnitude).all() and magnitude[:, 0, 0].min() > magnitude[:, 32, 16].max()
+
+
+def test_horama_objective_reads_the_layer_and_removes_its_hook():
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    objective, remove = bench.horama_objective(conv, "0", 2)
+    x = torch.randn(2, 3, 8, 8)
+    assert objective(x).item() == pytest.approx(conv[0](x)[:, 2].mean().item())
+    remove()
+    assert not conv[0]._forward_hooks
+
+
+def test_horama_images_go_through_our_display_step():
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    image = torch.randn(3, 16, 16)
+    out = bench.rgb_uint8_from_model_space(image, mean, std)
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
