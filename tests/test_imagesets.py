@@ -19,6 +19,7 @@ from PIL import Image
 import hf_fviz
 from hf_fviz import cli
 from hf_fviz.engine import imagesets as I
+from hf_fviz.engine.dual import PaperLoopSettings
 from hf_fviz.errors import BadImageSet, InvalidSettings
 from hf_fviz.images import SAMPLE_IMAGES, ImageSet, load_images
 
@@ -252,7 +253,7 @@ def test_paper_pixels_mask_blur_and_clip():
 
 def test_paper_optimizer_is_sgd_nesterov_with_linear_lr():
     p = torch.nn.Parameter(torch.zeros(3))
-    opt = I.PaperLoopSettings(steps=5, lr=0.5).make_optimizer([p])
+    opt = PaperLoopSettings(steps=5, lr=0.5).make_optimizer([p])
     lrs = []
     for _ in range(5):
         p.grad = torch.ones(3)

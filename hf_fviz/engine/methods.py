@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ import torch
 
 from ..errors import InvalidSettings
 from ..hub.vision_model import LOGITS, VisionModel
+from . import budget
 from . import objectives as obj
 from .optimize import LoopSettings, Progress, model_score, optimize
 from .param import PARAMETRIZATIONS, make_param
@@ -83,7 +85,11 @@ class Visualization:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def validate(*, method: str, steps: int, size: int, crops: int, lr: float | None) -> None:
+MAX_SEED = 2**63 - 1
+
+
+def validate(*, method: str, steps: int, size: int, crops: int, lr: float | None, seed: int | None = None,
+             batch_size: int | None = None, max_seconds: float | None = None) -> None:
     """Raise `InvalidSettings` naming the allowed range for a setting outside it."""
     if method not in METHODS:
         raise InvalidSettings(f"unknown method '{method}': use one of {', '.join(METHODS)}")
@@ -93,6 +99,13 @@ def validate(*, method: str, steps: int, size: int, crops: int, lr: float | None
             raise InvalidSettings(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
     if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise InvalidSettings(f"lr must be a positive number, got {lr!r}")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED):
+        raise InvalidSettings(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise InvalidSettings(f"batch size must be a positive integer, got {batch_size!r}")
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and not isinstance(max_seconds, bool)
+                                        and math.isfinite(max_seconds) and max_seconds > 0):
+        raise InvalidSettings(f"max seconds must be a positive number, got {max_seconds!r}")
 
 
 def alpha_from_transparency(t: np.ndarray, percentile: float = 80.0) -> np.ndarray:
@@ -144,6 +157,7 @@ def visualize(
     batch_size: int = 16,
     progress: Progress | None = None,
     device: str | torch.device | None = None,
+    max_seconds: float | None = None,
 ) -> list[Visualization]:
     """Visualize units of a layer, one image per unit.
 
@@ -163,8 +177,17 @@ def visualize(
         batch_size: units optimized together per forward pass.
         progress: `progress(step, total, info)`, steps counted over all chunks.
         device: 'auto', 'cpu', 'cuda' or None (the model's device).
+        max_seconds: stop at the first step boundary after this many seconds and return the
+            images as they are; chunks not started by then are left out. Every returned
+            visualization then has `extra['stopped_early']`, `extra['steps_done']` and
+            `extra['units_skipped']`.
+
+    Raises `ResourceLimit` before any step when one chunk would not fit in the free memory
+    (see `engine.budget`), with the estimate and what to change.
     """
-    validate(method=method, steps=steps, size=size, crops=crops, lr=lr)
+    validate(method=method, steps=steps, size=size, crops=crops, lr=lr, seed=seed, batch_size=batch_size,
+             max_seconds=max_seconds)
+    deadline = time.perf_counter() + max_seconds if max_seconds is not None else None
     if isinstance(model, str):
         from ..hub import load_model
 
@@ -193,19 +216,32 @@ def visualize(
             if name not in info:
                 model.layer(name)  # UnknownLayer with suggestions
 
+    budget.check(model, units=len(targets), crops=crops, size=size, batch_size=batch_size,
+                 layers=sorted({name for _, o, _, _ in targets for name in o.layers()}))
+
     total = steps * math.ceil(len(targets) / batch_size)
     out: list[Visualization] = []
+    skipped = 0
     for chunk_start in range(0, len(targets), batch_size):
+        if deadline is not None and out and time.perf_counter() >= deadline:
+            skipped = len(targets) - chunk_start
+            break
         chunk = targets[chunk_start : chunk_start + batch_size]
         done = (chunk_start // batch_size) * steps
         chunk_progress = None
         if progress is not None:
             chunk_progress = lambda s, _t, i, done=done: progress(done + s, total, i)  # noqa: E731
-        out.extend(_run_chunk(model, chunk, settings, info, chunk_progress, chunk_index=chunk_start // batch_size))
+        out.extend(_run_chunk(model, chunk, settings, info, chunk_progress, chunk_index=chunk_start // batch_size,
+                              deadline=deadline))
+    if skipped or any(v.extra.get("steps_done", steps) < steps for v in out):
+        for v in out:
+            v.extra.update(stopped_early=True, units_skipped=skipped)
+            v.extra.setdefault("steps_done", steps)
     return out
 
 
-def _run_chunk(model: VisionModel, chunk, settings: Settings, info, progress, *, chunk_index: int = 0) -> list[Visualization]:
+def _run_chunk(model: VisionModel, chunk, settings: Settings, info, progress, *, chunk_index: int = 0,
+               deadline: float | None = None) -> list[Visualization]:
     device = model.device
     n = len(chunk)
     objs = [o for _, o, _, _ in chunk]
@@ -219,7 +255,7 @@ def _run_chunk(model: VisionModel, chunk, settings: Settings, info, progress, *,
         model_score(model, batch, layers),
         transforms=transforms,
         normalize=model.normalize,
-        settings=LoopSettings(steps=settings.steps, lr=settings.lr),
+        settings=LoopSettings(steps=settings.steps, lr=settings.lr, deadline=deadline),
         final_score=model_score(model, batch.with_crops(1), layers),
         final_transform=lambda x: resize_whole(x, model.input_size),
         progress=progress,
@@ -242,7 +278,8 @@ def _run_chunk(model: VisionModel, chunk, settings: Settings, info, progress, *,
                 settings=settings,
                 model_id=model.id,
                 revision=model.revision,
-                extra={"seconds": result.seconds, "chunk": chunk_index},
+                extra={"seconds": result.seconds, "chunk": chunk_index,
+                       **({"steps_done": result.steps} if result.stopped_early else {})},
             )
         )
     return vis

@@ -10,7 +10,9 @@ optimizer step. Summing (not averaging) over images keeps each image's gradient 
 so a batch of N units optimizes exactly as N single runs.
 
 Stops with `OptimizationDiverged` as soon as an objective is NaN or infinite (checked every step
-on CPU; every few steps on CUDA to avoid a device sync per step).
+on CPU; every few steps on CUDA to avoid a device sync per step). With a `deadline`
+(`time.perf_counter()` value) it stops cleanly at the first step boundary past it and returns the
+images as they are (`stopped_early`, `steps` = steps done).
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ and 'images', a no-argument function returning the current canvas (N, 3, S, S) i
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """Optimizer settings of the loop. `autocast=None` means bf16 autocast on CUDA only."""
+    """Optimizer settings of the loop. `autocast=None` means bf16 autocast on CUDA only;
+    `deadline` a `time.perf_counter()` value after which the loop stops at a step boundary."""
 
     steps: int = 128
     lr: float = 1.0
     optimizer: str = "nadam"
     autocast: bool | None = None
+    deadline: float | None = None
 
     def make_optimizer(self, params: Sequence[torch.Tensor]) -> torch.optim.Optimizer:
         if self.optimizer == "nadam":
@@ -65,6 +69,7 @@ class OptimizationResult:
     final: np.ndarray
     seconds: float
     steps: int = field(default=0)
+    stopped_early: bool = False
 
 
 def optimize(
@@ -94,6 +99,7 @@ def optimize(
     history = torch.zeros(settings.steps, n, device=device)
     info: dict[str, Any] = {"objective": float("nan")}
     start = time.perf_counter()
+    done = settings.steps
     param.train()
     for step in range(settings.steps):
         optimizer.zero_grad(set_to_none=True)
@@ -119,6 +125,9 @@ def optimize(
                 info = {"objective": float(values.detach().mean()),
                         "images": lambda images=images: images.detach().float().cpu()}
             progress(step + 1, settings.steps, info)
+        if settings.deadline is not None and step + 1 < settings.steps and time.perf_counter() >= settings.deadline:
+            done = step + 1
+            break
     param.eval()
     with torch.no_grad():
         images = param().detach()
@@ -134,10 +143,11 @@ def optimize(
     return OptimizationResult(
         images=images.float().cpu(),
         transparency=transparency.cpu(),
-        history=history.cpu().numpy(),
+        history=history[:done].cpu().numpy(),
         final=final.cpu().numpy(),
         seconds=time.perf_counter() - start,
-        steps=settings.steps,
+        steps=done,
+        stopped_early=done < settings.steps,
     )
 
 
