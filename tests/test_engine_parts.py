@@ -166,3 +166,26 @@ def test_batch_objective_vectorized_equals_per_image():
     assert not mixed.vectorized
     assert mixed(acts).shape == (3,)
     assert float(mixed(acts)[2]) == pytest.approx(float(acts["c"][4:6].pow(2).mean()), rel=1e-5)
+
+
+def test_training_render_keeps_only_the_frequencies_the_crops_can_see():
+    """At a large canvas MACO renders a band-limited, smaller image while optimizing; it is the
+    full image seen at that resolution, and the final (eval) render is full size."""
+    import torch.nn.functional as F
+
+    from hf_fviz.engine.param import MacoImage
+    from hf_fviz.engine.transforms import CropSettings, RandomCrops
+
+    crops = RandomCrops(CropSettings(crops=4, scale=(0.9, 0.4)), out_size=(224, 224), steps=10)
+    side = crops.render_size(1280)
+    assert side == 748 and crops.render_size(384) == 384
+    param = MacoImage(1, 1280, seeds=[3])
+    param.render_size = side
+    param.train()
+    small = param()
+    param.eval()
+    full = param()
+    assert small.shape == (1, 3, side, side) and full.shape == (1, 3, 1280, 1280)
+    seen = F.interpolate(full, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+    corr = torch.corrcoef(torch.stack([seen.flatten(), small.detach().flatten()]))[0, 1]
+    assert corr > 0.97, corr

@@ -95,7 +95,7 @@ def optimize(
     info_every = max(1, settings.steps // 64)
     optimizer = settings.make_optimizer(list(param.parameters()))
     n, size = param.n, param.size
-    transparency = torch.zeros(n, size, size, device=device)
+    transparency: torch.Tensor | None = None  # at the training render size (see ImageParam.render_size)
     history = torch.zeros(settings.steps, n, device=device)
     info: dict[str, Any] = {"objective": float("nan")}
     start = time.perf_counter()
@@ -114,7 +114,8 @@ def optimize(
             loss = loss + extra_loss(images, step).float().sum()
         loss.backward()
         with torch.no_grad():
-            transparency.add_(images.grad.abs().sum(dim=1))
+            grad = images.grad.abs().sum(dim=1)
+            transparency = grad if transparency is None else transparency.add_(grad)
             history[step] = values.detach()
         if step % check_every == 0 or step == settings.steps - 1:
             _check_finite(values.detach(), loss.detach(), step)
@@ -142,13 +143,25 @@ def optimize(
                 raise OptimizationDiverged("the final image's objective is NaN or infinite")
     return OptimizationResult(
         images=images.float().cpu(),
-        transparency=transparency.cpu(),
+        transparency=_to_canvas(transparency, n, size).cpu(),
         history=history[:done].cpu().numpy(),
         final=final.cpu().numpy(),
         seconds=time.perf_counter() - start,
         steps=done,
         stopped_early=done < settings.steps,
     )
+
+
+def _to_canvas(transparency: torch.Tensor | None, n: int, size: int) -> torch.Tensor:
+    """The transparency map on the full canvas: a map accumulated at a lower render size is
+    upsampled, each coarse gradient spread over the (size / side)^2 pixels it stands for."""
+    if transparency is None:
+        return torch.zeros(n, size, size)
+    side = transparency.shape[-1]
+    if side == size:
+        return transparency
+    up = torch.nn.functional.interpolate(transparency[:, None], size=(size, size), mode="bilinear", align_corners=False)
+    return up[:, 0] * (side / size) ** 2
 
 
 def _check_finite(values: torch.Tensor, loss: torch.Tensor, step: int) -> None:

@@ -13,6 +13,9 @@ normalization is applied afterwards by the loop. The FFT work runs in float32 (n
 - `ImageMaco`, `ImagePixels`, `PaperPixels`: the same kinds started from given images instead
   of noise (the image-set methods start each image from its cluster's mean image).
 
+While optimizing, MACO and Fourier render only the frequencies the crops can see (`render_size`,
+set by `visualize` from the smallest crop): at a 1280 px canvas that skips most of the FFT work.
+
 Standardization is per image, so a batch of N images behaves exactly like N separate runs.
 Seeds: `seeds[i]` fixes image i's initial parameters (the same seed gives the same start for any
 unit, in any batch position).
@@ -80,6 +83,15 @@ class ImageParam(nn.Module):
     def __init__(self, n: int, size: int, device: torch.device | str = "cpu") -> None:
         super().__init__()
         self.n, self.size, self.device = n, size, torch.device(device)
+        # Spectral parametrizations render at `render_size` (< size) while training: the crops
+        # never see finer detail than that, so the high frequencies are skipped (see
+        # `low_band`); the final image (eval mode) is always rendered at `size`.
+        self.render_size: int | None = None
+
+    def _side(self) -> int:
+        if self.training and self.render_size is not None and self.render_size < self.size:
+            return self.render_size
+        return self.size
 
     def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -108,10 +120,23 @@ class MacoImage(ImageParam):
         self.phase = nn.Parameter(_randn((3, size, size // 2 + 1), seeds, self.device))
 
     def forward(self) -> torch.Tensor:
-        phase = standardize(self.phase)
-        spectrum = torch.complex(torch.cos(phase) * self.magnitude, torch.sin(phase) * self.magnitude)
-        x = torch.fft.irfft2(spectrum, s=(self.size, self.size))
+        side = self._side()
+        phase = low_band(standardize(self.phase), side)
+        magnitude = low_band(self.magnitude, side)
+        spectrum = torch.complex(torch.cos(phase) * magnitude, torch.sin(phase) * magnitude)
+        x = torch.fft.irfft2(spectrum, s=(side, side))
         return torch.sigmoid(recorrelate(standardize(x)))
+
+
+def low_band(spectrum: torch.Tensor, side: int) -> torch.Tensor:
+    """The block of an rfft2 grid (..., S, S//2+1) holding the frequencies of a side x side image:
+    its inverse FFT is the canvas band-limited and sampled at `side` px (standardized afterwards,
+    so the 1/S² scale does not matter). Identity when `side` is the full size."""
+    size = spectrum.shape[-2]
+    if side >= size:
+        return spectrum
+    half = side // 2
+    return torch.cat([spectrum[..., :half, : half + 1], spectrum[..., size - half :, : half + 1]], dim=-2)
 
 
 def fourier_scale(size: int, decay: float) -> torch.Tensor:
@@ -138,9 +163,11 @@ class FourierImage(ImageParam):
         self.spectrum = nn.Parameter(_randn((3, size, size // 2 + 1, 2), seeds, self.device))
 
     def forward(self) -> torch.Tensor:
+        side = self._side()
         spec = standardize(self.spectrum)
-        spectrum = torch.complex(spec[..., 0] * self.scale, spec[..., 1] * self.scale)
-        x = torch.fft.irfft2(spectrum, s=(self.size, self.size))
+        scale = low_band(self.scale, side)
+        spectrum = torch.complex(low_band(spec[..., 0], side) * scale, low_band(spec[..., 1], side) * scale)
+        x = torch.fft.irfft2(spectrum, s=(side, side))
         return torch.sigmoid(recorrelate(standardize(x)))
 
 

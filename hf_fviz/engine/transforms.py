@@ -16,6 +16,7 @@ canvas, a cheap antialias so every canvas pixel gets gradient.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,14 @@ class RandomCrops:
     @property
     def crops(self) -> int:
         return max(self.settings.crops, 1)
+
+    def render_size(self, canvas: int) -> int:
+        """The canvas resolution the crops can resolve: the model input over the smallest crop
+        side (scheduled minimum less two jitter std), even, at most `canvas`."""
+        s = self.settings
+        smallest = 1.0 if s.crops == 0 else max(0.05, min(s.scale) - 2 * s.scale_jitter)
+        side = math.ceil(max(self.out_size) / smallest / 2) * 2
+        return min(canvas, side)
 
     def boxes(self, step: int) -> torch.Tensor:
         """(K, 3) crop boxes for a step: side, centre x, centre y (fractions of the canvas)."""
