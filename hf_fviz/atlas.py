@@ -418,7 +418,7 @@ def atlas(
         "seed": seed,
         "lr": lr,
     }
-    methods.validate(method=method, steps=request["steps"], size=request["size"], crops=request["crops"], lr=lr)
+    methods.validate(method=method, steps=request["steps"], size=request["size"], crops=request["crops"], lr=lr, seed=seed)
     if isinstance(model, str):
         from .hub import load_model
 
@@ -431,6 +431,10 @@ def atlas(
     info = model.layer(name)
     all_units = parse_units(units, info.units, layer=name)
     spec = AtlasSpec(model.id, model.revision, model.library, name, tuple(all_units), method, request)
+    from .engine import budget
+
+    # a run that cannot fit is refused before the folder is claimed (no partial output)
+    budget.check(model, units=len(all_units), crops=request["crops"], size=request["size"], layers=[name], batch_size=batch)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _claim_folder(out, spec)

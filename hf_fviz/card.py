@@ -44,6 +44,7 @@ HUB_URL = "https://huggingface.co"
 MAX_GRID_BYTES = 1_000_000
 MAX_IMAGE_PX = 512
 MAX_UNITS = 32
+MAX_CARD_BYTES = 10_000_000  # a README.md above this is refused, not read into memory and rewritten
 
 # What each method is, in words, for the one sentence of the section.
 _METHOD_WORDS = {
@@ -590,6 +591,15 @@ def _check_model(output: OutputFolder, repo_id: str) -> None:
         raise PublishError(f"{output.path} holds visualizations of {made_from}, not of {repo_id}")
 
 
+def _read_card(path: Path, where: str) -> str:
+    """A card's text, refusing a huge or non-UTF-8 file with one line."""
+    size = path.stat().st_size
+    if size > MAX_CARD_BYTES:
+        raise PublishError(f"{where} is {size:,} bytes, over the {MAX_CARD_BYTES:,}-byte limit for a model card; "
+                           "shrink it first")
+    return _decode(path.read_bytes(), where)
+
+
 def _decode(data: bytes, where: str) -> str:
     try:
         return data.decode("utf-8")
@@ -634,7 +644,7 @@ def _publish_local(
         raise PublishError(f"{local_dir}: no such folder (give a local clone of {repo_id})")
     root = local_dir.resolve()
     readme_path = _target(root, "README.md")
-    text = _decode(readme_path.read_bytes(), str(readme_path)) if readme_path.is_file() else None
+    text = _read_card(readme_path, str(readme_path)) if readme_path.is_file() else None
     assets = prepare_assets(output, limits=limits)
     section = render_section(output, assets, repo_id=repo_id, absolute_urls=absolute_urls, url_revision=url_revision)
     new_text = update_card(text, section, library=output.library)
@@ -723,7 +733,7 @@ def _read_hub_card(api: Any, repo_id: str, token: str) -> tuple[str, str | None]
         raise PublishError(f"{repo_id}: the hub refused the request ({_one_line(err)})") from None
     except _TRANSPORT_ERRORS as err:
         raise PublishError(f"{repo_id}: could not reach the hub ({_one_line(err)})") from None
-    return sha, _decode(Path(path).read_bytes(), f"{repo_id}/README.md")
+    return sha, _read_card(Path(path), f"{repo_id}/README.md")
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:

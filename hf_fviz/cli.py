@@ -13,6 +13,13 @@ from .errors import FvizError
 Handler = Callable[[argparse.Namespace], int | None]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line and exit code 2, like every other error (sub-commands inherit it)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"hf-fviz: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="hub id (org/name[@revision]), local directory, or builtin:NAME")
     p.add_argument("--revision", default=None, help="branch, tag or commit (also MODEL@REV)")
@@ -132,13 +139,15 @@ def _atlas(args: argparse.Namespace) -> int:
     shard = Shard.parse(args.shard) if args.shard else Shard.from_environment()
     args.device = shard_device(args.device) or "auto"
     model = _load(args)
-    bar = None
-    if shard.index == 0 or not shard.from_env:  # one bar per torchrun job, not one per rank
-        from tqdm.auto import tqdm
-
-        bar = tqdm(unit="unit", desc=f"atlas {args.layer or model.default_layer} shard {shard}", dynamic_ncols=True)
+    bars: list = []  # opened on the first report, so that a bad setting prints one line only
+    show = shard.index == 0 or not shard.from_env  # one bar per torchrun job, not one per rank
 
     def progress(done: int, total: int, info) -> None:
+        if not bars:
+            from tqdm.auto import tqdm
+
+            bars.append(tqdm(unit="unit", desc=f"atlas {args.layer or model.default_layer} shard {shard}", dynamic_ncols=True))
+        bar = bars[0]
         bar.total = total
         bar.n = done
         phase = info.get("phase")
@@ -154,10 +163,10 @@ def _atlas(args: argparse.Namespace) -> int:
         result = atlas(
             model, out_dir=args.out, layer=args.layer, units=args.units, batch=args.batch, shard=shard, method=args.method,
             steps=args.steps, size=args.size, crops=args.crops, seed=args.seed, lr=args.lr,
-            merge_wait=args.merge_wait, grid_max=args.grid_max, progress=progress if bar is not None else None,
+            merge_wait=args.merge_wait, grid_max=args.grid_max, progress=progress if show else None,
         )
     finally:
-        if bar is not None:
+        for bar in bars:
             bar.close()
     print(
         f"shard {result.shard}: {len(result.units)} units ({len(result.computed)} computed, "
@@ -288,6 +297,11 @@ def _add_imageset_options(p: argparse.ArgumentParser, *, k_required: bool) -> No
 
 
 def _imageset_kwargs(args: argparse.Namespace) -> dict:
+    from .engine.methods import MAX_SEED
+    from .errors import InvalidSettings
+
+    if not 0 <= args.seed <= MAX_SEED:
+        raise InvalidSettings(f"seed must be an integer in 0..{MAX_SEED}, got {args.seed}")
     out = {"k": args.k, "seed": args.seed, "lr": args.lr}
     for name in ("steps", "size", "crops", "nearest"):
         if getattr(args, name) is not None:
@@ -301,6 +315,10 @@ def _imageset_run(args: argparse.Namespace, command: str, run) -> int:
     from .engine import imagesets
     from .images import load_images
 
+    from .render import check_out_dir
+
+    if args.out:
+        check_out_dir(args.out)
     model = _load(args)
     images = load_images(args.images[0] if len(args.images) == 1 else args.images, model=model)
     bars: list = []  # opened on the first step, so that a bad setting prints one line only
@@ -319,6 +337,7 @@ def _imageset_run(args: argparse.Namespace, command: str, run) -> int:
         for bar in bars:
             bar.close()
     out = args.out or f"fviz-{model.id.replace('/', '--').replace(':', '-')}-{command}"
+    check_out_dir(out)
     path = imagesets.save(vis, out, model=model, images=images)
     print(f"wrote {len(vis)} images and {path}")
     return 0
@@ -404,6 +423,9 @@ def _visualize_parser(sub: argparse._SubParsersAction) -> Handler:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1.0 for maco/fourier, 0.05 for pixel)")
     p.add_argument("--spectrum", default=None, metavar="FILE", help="magnitude spectrum .npy from `hf-fviz spectrum` (default: the shipped one)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="units optimized together (default 16; lower it when memory is short)")
+    p.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                   help="stop after S seconds at a step boundary and keep the images as they are (manifest: stopped_early)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: fviz-<model>)")
     return _visualize
 
@@ -424,13 +446,16 @@ def _visualize(args: argparse.Namespace) -> int:
 
     from .engine.methods import validate, visualize
     from .errors import InvalidSettings
-    from .render import save
+    from .render import check_out_dir, save
 
-    validate(method=args.method, steps=args.steps, size=args.size, crops=args.crops, lr=args.lr)
+    validate(method=args.method, steps=args.steps, size=args.size, crops=args.crops, lr=args.lr, seed=args.seed,
+             batch_size=args.batch_size, max_seconds=args.max_seconds)
+    if args.out:
+        check_out_dir(args.out)
     units = classes = None
     if args.units is not None:
         raw = _split_targets(args.units, "--units")
-        bad = [t for t in raw if not t.isdigit()]
+        bad = [t for t in raw if not t.lstrip("-").isdigit()]
         if bad:
             raise InvalidSettings(f"--units takes indices, got {bad[0]!r} (use --classes for class names)")
         units = [int(t) for t in raw]
@@ -440,20 +465,33 @@ def _visualize(args: argparse.Namespace) -> int:
     if classes is not None:
         classes = [model.class_index(c) for c in classes]  # fail fast, before any compute
     start = time.perf_counter()
-    with tqdm(desc="visualize", unit="step", dynamic_ncols=True) as bar:
+    bars: list = []  # opened on the first step, so that a bad setting prints one line only
 
-        def progress(step: int, total: int, info) -> None:
-            bar.total = total
-            bar.n = step
-            bar.set_postfix_str(f"objective {info.get('objective', float('nan')):.3f}", refresh=False)
-            bar.refresh()
+    def progress(step: int, total: int, info) -> None:
+        if not bars:
+            bars.append(tqdm(desc="visualize", unit="step", dynamic_ncols=True))
+        bar = bars[0]
+        bar.total = total
+        bar.n = step
+        bar.set_postfix_str(f"objective {info.get('objective', float('nan')):.3f}", refresh=False)
+        bar.refresh()
 
+    try:
         vis = visualize(
             model, layer=args.layer, units=units, classes=classes, method=args.method, steps=args.steps, size=args.size,
             crops=args.crops, seed=args.seed, lr=args.lr, spectrum=args.spectrum, progress=progress,
+            batch_size=args.batch_size, max_seconds=args.max_seconds,
         )
+    finally:
+        for bar in bars:
+            bar.close()
     out = args.out or f"fviz-{model.id.replace('/', '--').replace(':', '-')}"
     path = save(vis, out, model=model, seconds=time.perf_counter() - start, device=model.device.type)
+    if vis and vis[0].extra.get("stopped_early"):
+        skipped = vis[0].extra.get("units_skipped", 0)
+        done = min(v.extra.get("steps_done", args.steps) for v in vis)
+        print(f"hf-fviz: stopped at --max-seconds {args.max_seconds:g}: {done} of {args.steps} steps done"
+              + (f", {skipped} unit(s) not started" if skipped else "") + "; images kept as they are", file=sys.stderr)
     print(f"wrote {len(vis)} visualizations and {path}")
     return 0
 
@@ -487,7 +525,7 @@ PARSERS: list[Callable[[argparse._SubParsersAction], Handler]] = [_layers_parser
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    parser = argparse.ArgumentParser(prog="hf-fviz", description="Feature visualization for Hugging Face hub vision models.")
+    parser = _Parser(prog="hf-fviz", description="Feature visualization for Hugging Face hub vision models.")
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"hf-fviz {__version__}")

@@ -71,6 +71,10 @@ class InvalidSettings(FvizError, ValueError):
     """Steps, size, crops or another setting outside its allowed range."""
 
 
+class ResourceLimit(InvalidSettings):
+    """A run that would not fit in the free memory (the message gives the estimate and the limit)."""
+
+
 class BadImageSet(FvizError, ValueError):
     """An image set that is empty, unreadable, or too small for the request."""
 

@@ -140,6 +140,11 @@ def manifest(
         "seconds": round(float(seconds if seconds is not None else sum(v.extra.get("seconds", 0.0) for v in _unique_runs(visualizations))), 2),
         "device": device or (str(model.device.type) if model is not None else None),
     }
+    stopped = [v for v in visualizations if v.extra.get("stopped_early")]
+    if stopped:  # a run cut short by max_seconds: say so, and how far it got
+        out["stopped_early"] = True
+        out["steps_done"] = min(int(v.extra.get("steps_done", first.settings.steps)) for v in stopped)
+        out["units_skipped"] = int(stopped[0].extra.get("units_skipped", 0))
     if extra:
         out.update(extra)
     return out
@@ -151,6 +156,20 @@ def _unique_runs(visualizations: Sequence[Visualization]) -> list[Visualization]
     for i, v in enumerate(visualizations):
         seen.setdefault(v.extra.get("chunk", i), v)
     return list(seen.values())
+
+
+def check_out_dir(out: str | os.PathLike[str]) -> Path:
+    """Refuse an output path that cannot become a folder (an existing file, or under one), before
+    any work is done; raises `InvalidSettings`."""
+    from .errors import InvalidSettings
+
+    path = Path(out)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise InvalidSettings(f"output folder {path}: {p} exists and is not a folder; give another --out")
+            break
+    return path
 
 
 def save(
@@ -166,6 +185,7 @@ def save(
     if not visualizations:
         raise ValueError("no visualizations to save")
     out = Path(out_dir)
+    check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

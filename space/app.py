@@ -37,6 +37,7 @@ import gradio as gr
 
 import hf_fviz
 from hf_fviz import render
+from hf_fviz.card import MAX_CARD_BYTES
 from hf_fviz.errors import FvizError
 
 log = logging.getLogger("hf_fviz.space")
@@ -96,6 +97,8 @@ class Caps:
     queue_size: int = 16
     models_in_memory: int = 2
     previews: int = 8  # intermediate updates per run
+    max_seconds: int = 300  # a run stops here at a step boundary and keeps its images (0: no limit)
+    allow_local: int = 0  # 1: also load model folders on this server's disk (never on a public Space)
 
     @classmethod
     def from_env(cls, **overrides: int) -> "Caps":
@@ -202,6 +205,9 @@ class ModelStore:
         model_id = (model_id or "").strip()
         if not model_id:
             raise gr.Error("Enter a model ID first, e.g. builtin:mobilenetv2 or timm/resnet50.a1_in1k.", title="No model")
+        if not self.caps.allow_local and not model_id.startswith("builtin:") and Path(model_id).expanduser().exists():
+            raise gr.Error(f"'{model_id[:100]}' is a path on this server: the Space loads hub models (org/name) and "
+                           "builtin: models only.", title="Not a hub model")
         with self._lock:
             if model_id in self._models:
                 self._models.move_to_end(model_id)
@@ -301,7 +307,10 @@ def card_images(model_id: str, *, revision: str | None = None, limit: int = 40) 
         else:
             from huggingface_hub import hf_hub_download
 
-            text = Path(hf_hub_download(repo_id, "README.md", revision=revision)).read_text(encoding="utf-8")
+            card_path = Path(hf_hub_download(repo_id, "README.md", revision=revision))
+            if card_path.stat().st_size > MAX_CARD_BYTES:
+                raise ValueError(f"README.md is {card_path.stat().st_size:,} bytes: too large to show")
+            text = card_path.read_text(encoding="utf-8")
 
             def fetch(path: str) -> Path:
                 return Path(hf_hub_download(repo_id, path, revision=revision))
@@ -498,6 +507,7 @@ class RunResult:
     seconds: float
     device: str
     items: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
 
 
 class _Cancelled(Exception):
@@ -524,7 +534,7 @@ def _preview(info: Any, labels: Sequence[str]) -> list[tuple[Any, str]] | None:
     return [(render.to_uint8(render.display_image(a)), labels[i] if i < len(labels) else f"image {i}") for i, a in enumerate(arr)]
 
 
-def _call_engine(model: Any, req: RunRequest, progress: Callable) -> list[Any]:
+def _call_engine(model: Any, req: RunRequest, progress: Callable, max_seconds: float | None = None) -> list[Any]:
     common = {"steps": req.steps, "size": req.size, "crops": req.crops, "seed": req.seed, "progress": progress}
     if req.method in IMAGE_METHODS:
         fn = _image_method(req.method)
@@ -537,7 +547,7 @@ def _call_engine(model: Any, req: RunRequest, progress: Callable) -> list[Any]:
                 unit = int(unit)
             return list(fn(model, unit=unit, layer=req.layer, images=images, k=req.k, **common))
         return list(fn(model, layer=req.layer, images=images, k=req.k, **common))  # dual_objective
-    return hf_fviz.visualize(model, method=req.method, **req.call_kwargs(), progress=progress)
+    return hf_fviz.visualize(model, method=req.method, **req.call_kwargs(), progress=progress, max_seconds=max_seconds)
 
 
 @gpu
@@ -558,7 +568,7 @@ def optimize_stream(store: ModelStore, req: RunRequest, preview_every: int) -> I
 
     def work() -> None:
         try:
-            events.put(("done", _call_engine(model, req, progress)))
+            events.put(("done", _call_engine(model, req, progress, store.caps.max_seconds or None)))
         except BaseException as err:  # handed to the generator, re-raised there
             events.put(("error", err))
 
@@ -605,7 +615,7 @@ def finish_run(store: ModelStore, req: RunRequest, visualizations: Sequence[Any]
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(p for p in folder.rglob("*") if p.is_file()):
             zf.write(f, f"{stem}/{f.relative_to(folder).as_posix()}")
-    return RunResult(gallery, folder, zip_path, seconds, device, manifest["items"])
+    return RunResult(gallery, folder, zip_path, seconds, device, manifest["items"], bool(manifest.get("stopped_early")))
 
 
 def run_blocking(store: ModelStore, req: RunRequest) -> RunResult:
@@ -773,6 +783,8 @@ def build_demo(
             status = (f"Done in {result.seconds:.1f} s on {result.device}: {n} {what} of `{req.layer}` with "
                       f"{_method_label(req.method)}, {req.steps} steps at {req.size} px "
                       "(caption: class or unit · final objective). "
+                      + (f"Stopped at this Space's {caps.max_seconds} s limit: the images are as far as they got. "
+                         if result.stopped_early else "")
                       + ("Download the zip, or sign in to publish them to the model card." if oauth else "Download the zip below."))
             yield (
                 result.gallery,

@@ -249,6 +249,7 @@ def _run_chunk(model: VisionModel, chunk, settings: Settings, info, progress, *,
     param = make_param(settings.method, n, settings.size, seeds=[settings.seed] * n, spectrum=settings.spectrum, device=device)
     crop_settings = CropSettings(crops=settings.crops, scale=settings.crop_scale, noise=settings.noise)
     transforms = RandomCrops(crop_settings, out_size=model.input_size, steps=settings.steps, seed=settings.seed, device=device)
+    param.render_size = transforms.render_size(settings.size)
     batch = obj.BatchObjective(objs, info, crops=transforms.crops)
     result = optimize(
         param,

@@ -137,10 +137,23 @@ def spectrum_from_images(
 
 
 def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
-    """One RGB image file -> (3, H, W) float32 in [0, 1]."""
+    """One RGB image file -> (3, H, W) float32 in [0, 1]. An image above `images.MAX_PIXELS`
+    (a decompression bomb) raises OSError before it is decoded, like any unreadable file."""
+    import warnings
+
     from PIL import Image
 
-    with Image.open(path) as im:
+    from ..images import MAX_PIXELS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise OSError(f"{path} is too large to load safely") from None
+    with im:
+        if im.width * im.height > MAX_PIXELS:
+            raise OSError(f"{path} is {im.width}x{im.height} pixels, over the limit of {MAX_PIXELS:,}")
         arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 

@@ -9,6 +9,7 @@ lookup with suggestions, class-name lookup) lives here once.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -214,8 +215,13 @@ class VisionModel:
             self.layer(name)  # raises UnknownLayer
             raise AssertionError("unreachable")
         captured: list[torch.Tensor] = []
+        owner = threading.get_ident()
 
         def capture(t: torch.Tensor) -> None:
+            # The hook sits on a module shared by every thread: a forward pass run by another
+            # thread at the same time (a Space serving two visitors) passes through untouched.
+            if threading.get_ident() != owner:
+                return
             # Copy what we read: an in-place op later in the graph must not change it.
             captured.append(t.clone())
             raise _StopForward
