@@ -959,6 +959,12 @@ def launch(demo: gr.Blocks | None = None, **kwargs: Any) -> Any:
     kwargs.setdefault("theme", gr.themes.Soft(primary_hue="indigo", secondary_hue="pink"))
     kwargs.setdefault("css", CSS)
     kwargs.setdefault("footer_links", ["api", "gradio"])
+    if os.environ.get("WEBHOOK_SECRET"):
+        # Auto-attach: also serve POST /webhooks/hf-fviz (hf_fviz.integrations; needs HF_TOKEN to open PRs).
+        from hf_fviz.integrations import launch_with_webhooks
+
+        kwargs.setdefault("share", False)  # WebhooksServer would open a share link when run locally
+        return launch_with_webhooks(demo, **kwargs)
     return demo.launch(**kwargs)
 
 

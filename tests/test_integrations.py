@@ -317,3 +317,28 @@ def test_space_without_secret_launches_without_webhook(monkeypatch, caplog):
     assert launch_with_webhooks(demo, server_name="127.0.0.1") is None
     demo.launch.assert_called_once_with(server_name="127.0.0.1")
     assert any("webhook disabled" in r.getMessage() for r in caplog.records)
+
+
+def test_the_space_serves_the_webhook_when_its_secret_is_set(monkeypatch, tmp_path):
+    """space/app.py's launch() mounts the same endpoint next to the UI when WEBHOOK_SECRET is set."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("hf_fviz_space_app_webhook", root / "space" / "app.py")
+    space = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(space)
+    monkeypatch.setenv("WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("HF_FVIZ_STATE_DIR", str(tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = space.build_demo()
+    watcher = space.launch(demo, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False,
+                           prevent_thread_lock=True)
+    try:
+        assert watcher is not None
+        url = f"http://127.0.0.1:{port}/webhooks/hf-fviz"
+        assert httpx.post(url, json={}, headers={"X-Webhook-Secret": "wrong"}, timeout=30).status_code == 403
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200  # the UI is still there
+    finally:
+        demo.close()
