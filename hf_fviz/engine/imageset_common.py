@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidSettings
 from ..hub.vision_model import Layer, VisionModel
 from . import objectives as obj
-from .methods import LIMITS, Visualization, alpha_from_transparency
+from .methods import LIMITS, Visualization, from_result
 
 DEFAULT_STEPS = 160
 DEFAULT_SIZE = 256
@@ -116,27 +115,7 @@ def _visualizations(
 ) -> list[Visualization]:
     """One `Visualization` per row of the run's result; `seconds` counts the whole call since
     `started` (clustering included), and the whole set is one chunk."""
-    images = result.images.permute(0, 2, 3, 1).numpy()
-    trans = (result.transparency / 3.0).numpy()
-    out = []
-    for i, row in enumerate(rows):
-        out.append(
-            Visualization(
-                image=np.ascontiguousarray(images[i], dtype=np.float32),
-                alpha=alpha_from_transparency(trans[i]),
-                transparency=trans[i],
-                history=result.history[:, i].copy(),
-                objective=float(result.final[i]),
-                unit=row.pop("unit"),
-                label=row.pop("label"),
-                layer=row.pop("layer"),
-                method=method,
-                settings=settings,
-                model_id=model.id,
-                revision=model.revision,
-                extra={"seconds": result.seconds, **row},
-            )
-        )
+    out = from_result(result, rows, method=method, settings=settings, model=model, extra={})
     for v in out:
         v.extra["seconds"] = time.perf_counter() - started
         v.extra["chunk"] = 0

@@ -261,10 +261,20 @@ def _run_chunk(model: VisionModel, chunk, settings: Settings, info, progress, *,
         final_transform=lambda x: resize_whole(x, model.input_size),
         progress=progress,
     )
+    rows = [{"unit": unit, "label": label, "layer": layer_name} for unit, _o, label, layer_name in chunk]
+    extra = {"seconds": result.seconds, "chunk": chunk_index, **({"steps_done": result.steps} if result.stopped_early else {})}
+    return from_result(result, rows, method=settings.method, settings=settings, model=model, extra=extra)
+
+
+def from_result(result: Any, rows: Sequence[dict[str, Any]], *, method: str, settings: Any, model: VisionModel,
+                extra: dict[str, Any]) -> list[Visualization]:
+    """One `Visualization` per image of an optimization result (every method ends here). Each row
+    gives that image's `unit`, `label` and `layer`; its other keys, after `extra`, go to `extra`."""
     images = result.images.permute(0, 2, 3, 1).numpy()
     trans = (result.transparency / 3.0).numpy()  # mean over colour channels
     vis = []
-    for i, (unit, _o, label, layer_name) in enumerate(chunk):
+    for i, row in enumerate(rows):
+        row = dict(row)
         vis.append(
             Visualization(
                 image=np.ascontiguousarray(images[i], dtype=np.float32),
@@ -272,15 +282,14 @@ def _run_chunk(model: VisionModel, chunk, settings: Settings, info, progress, *,
                 transparency=trans[i],
                 history=result.history[:, i].copy(),
                 objective=float(result.final[i]),
-                unit=unit,
-                label=label,
-                layer=layer_name,
-                method=settings.method,
+                unit=row.pop("unit"),
+                label=row.pop("label"),
+                layer=row.pop("layer"),
+                method=method,
                 settings=settings,
                 model_id=model.id,
                 revision=model.revision,
-                extra={"seconds": result.seconds, "chunk": chunk_index,
-                       **({"steps_done": result.steps} if result.stopped_early else {})},
+                extra={**extra, **row},
             )
         )
     return vis
