@@ -172,6 +172,19 @@ def check_out_dir(out: str | os.PathLike[str]) -> Path:
     return path
 
 
+def move_into_place(tmp: Path, out: Path) -> None:
+    """Move a finished temporary output folder to `out`: in one rename when `out` is new, else
+    file by file with manifest.json last, so a reader never sees a manifest before its images."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.name == "manifest.json")
+    for f in files:
+        dst = out / f.relative_to(tmp)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, dst)
+
+
 def save(
     visualizations: Sequence[Visualization],
     out_dir: str | os.PathLike[str],
@@ -197,14 +210,7 @@ def save(
         grid(visualizations, tile=tile).save(tmp / "grid.png")
         data = manifest(visualizations, model=model, seconds=seconds, device=device)
         (tmp / "manifest.json").write_text(json.dumps(data, indent=1) + "\n")
-        if not out.exists():
-            os.replace(tmp, out)
-        else:  # merge into an existing folder file by file, manifest last
-            files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.name == "manifest.json")
-            for f in files:
-                dst = out / f.relative_to(tmp)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(f, dst)
+        move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out / "manifest.json"

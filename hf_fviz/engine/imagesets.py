@@ -97,14 +97,7 @@ def save(
             if "licences" in images.info:
                 data["images"]["licences"] = images.info["licences"]
         (tmp / "manifest.json").write_text(json.dumps(data, indent=1) + "\n")
-        if not out.exists():
-            os.replace(tmp, out)
-        else:
-            files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.name == "manifest.json")
-            for f in files:
-                dst = out / f.relative_to(tmp)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(f, dst)
+        render.move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out / "manifest.json"
