@@ -742,7 +742,8 @@ def run_quality(settings: QualitySettings = QualitySettings(), *, log: Log | Non
             vis = visualize(model, classes=classes, method=method, steps=steps, size=size, crops=crops, seed=settings.seed,
                             progress=_every(log, steps, f"  {method}"))
             images = [np.asarray(rgb_image(v)) for v in vis]
-            described = f"hf_fviz {method}: canvas {size}, {crops} crops, {steps} steps"
+            views = f"{crops} views (whole + {crops - 1} crops)" if crops > 1 else f"{crops} crops"
+            described = f"hf_fviz {method}: canvas {size}, {views}, lr {vis[0].settings.lr:g}, {steps} steps"
         seconds = time.perf_counter() - start
         images = [_png_roundtrip(img) for img in images]
         if settings.out:

@@ -419,9 +419,10 @@ def _visualize_parser(sub: argparse._SubParsersAction) -> Handler:
     p.add_argument("--method", default="maco", choices=list(METHODS))
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimization steps, {LIMITS['steps'][0]}..{LIMITS['steps'][1]} (default {DEFAULT_STEPS})")
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"canvas side in pixels, {LIMITS['size'][0]}..{LIMITS['size'][1]} (default {DEFAULT_SIZE})")
-    p.add_argument("--crops", type=int, default=DEFAULT_CROPS, help=f"random crops per step, {LIMITS['crops'][0]}..{LIMITS['crops'][1]} (default {DEFAULT_CROPS})")
+    p.add_argument("--crops", type=int, default=DEFAULT_CROPS, help=f"views per step: the whole canvas plus K-1 random crops (0 = whole canvas only), "
+                   f"{LIMITS['crops'][0]}..{LIMITS['crops'][1]} (default {DEFAULT_CROPS})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1.0 for maco/fourier, 0.05 for pixel)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.3 for maco, 1.0 for fourier, 0.05 for pixel)")
     p.add_argument("--spectrum", default=None, metavar="FILE", help="magnitude spectrum .npy from `hf-fviz spectrum` (default: the shipped one)")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="units optimized together (default 16; lower it when memory is short)")
     p.add_argument("--max-seconds", type=float, default=None, metavar="S",

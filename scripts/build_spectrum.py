@@ -1,6 +1,7 @@
 """Build the default MACO magnitude spectrum shipped as hf_fviz/engine/spectrum_natural.npy.
 
-Provenance: mean |rfft2| in the decorrelated colour space over 4000 random square crops (side
+Provenance: mean |rfft2| of the periodic component (Moisan 2011: no cross of border artifacts on
+the frequency axes) in the decorrelated colour space over 4000 random square crops (side
 35-100 % of the short side, random horizontal and vertical flips, resized to 512x512) of 7
 freely licensed colour photographs bundled with the Python packages in the dev environment:
 

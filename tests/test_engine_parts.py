@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -14,10 +16,11 @@ from hf_fviz.engine.spectrum import (
     build_spectrum,
     decorrelate,
     load_spectrum,
+    periodic_rfft2,
     recorrelate,
     save_spectrum,
 )
-from hf_fviz.engine.transforms import CropSettings, RandomCrops
+from hf_fviz.engine.transforms import CropSettings, RandomCrops, resize_whole
 from hf_fviz.errors import BadImageSet, InvalidSettings
 from hf_fviz.hub.vision_model import Layer
 
@@ -35,6 +38,25 @@ def test_shipped_spectrum_is_small_natural_and_resizes():
     high = spec[:, (f > 0.2) & (f < 0.4)].mean()
     assert low > 30 * high
     assert load_spectrum(size=96).shape == (3, 96, 49)
+
+
+def test_periodic_spectrum_drops_the_border_cross_and_keeps_periodic_images():
+    n = 64
+    y, x = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij")
+    ramp = (x / n)[None]  # not periodic: a plain FFT puts its border jump on the fx axis
+    plain, periodic = torch.fft.rfft2(ramp).abs(), periodic_rfft2(ramp).abs()
+    assert plain[0, 0, 10:].mean() > 0.05 and periodic[0, 0, 10:].mean() < 0.05 * plain[0, 0, 10:].mean()
+    waves = (torch.sin(2 * math.pi * 3 * x / n) + torch.cos(2 * math.pi * 5 * y / n))[None]  # periodic
+    energy = periodic_rfft2(waves).abs().pow(2)[0]
+    assert energy[0, 3] + energy[5, 0] + energy[n - 5, 0] > 0.99 * energy.sum()  # its two waves stay
+
+
+def test_shipped_spectrum_has_no_axis_cross():
+    spec = load_spectrum(size=512)[0]
+    # at high frequencies the axes carry no more energy than their diagonal-free neighbours
+    axis = spec[100:200, 0].mean()
+    beside = spec[100:200, 3:6].mean()
+    assert axis < 1.3 * beside
 
 
 def test_colour_decorrelation_inverts_recorrelation():
@@ -114,6 +136,19 @@ def test_crop_schedule_shrinks_and_crop_content_is_right():
     assert abs(float(crop[0]) - 0.25) < 0.03 and abs(float(crop[-1]) - 0.75) < 0.03
 
 
+def test_whole_view_takes_slot_zero_of_each_image():
+    g = torch.rand(2, 3, 64, 64)
+    settings = dict(crops=4, noise=0.0, scale=(0.5, 0.5), scale_jitter=0.0)
+    t = RandomCrops(CropSettings(**settings, whole_view=True), out_size=(16, 16), steps=4, seed=3)
+    plain = RandomCrops(CropSettings(**settings), out_size=(16, 16), steps=4, seed=3)
+    assert t.crops == 4 and t.random_crops == 3 and t.boxes(0).shape == (3, 3)
+    out = t(g, 0).view(2, 4, 3, 16, 16)
+    assert torch.allclose(out[:, 0], resize_whole(g, (16, 16)))
+    # the other slots are random crops of half the canvas: not the whole view
+    assert (out[:, 1:] - out[:, :1]).abs().mean() > 0.05
+    assert plain(g, 0).shape == (8, 3, 16, 16) and not torch.allclose(plain(g, 1).view(2, 4, 3, 16, 16)[:, 0], out[:, 0])
+
+
 def test_crops_are_differentiable_to_the_canvas():
     imgs = torch.rand(2, 3, 48, 48, requires_grad=True)
     t = RandomCrops(CropSettings(crops=3), out_size=(24, 24), steps=4)
@@ -174,7 +209,7 @@ def test_training_render_keeps_only_the_frequencies_the_crops_can_see():
     import torch.nn.functional as F
 
     from hf_fviz.engine.param import MacoImage
-    from hf_fviz.engine.transforms import CropSettings, RandomCrops
+    from hf_fviz.engine.transforms import CropSettings, RandomCrops, resize_whole
 
     crops = RandomCrops(CropSettings(crops=4, scale=(0.9, 0.4)), out_size=(224, 224), steps=10)
     side = crops.render_size(1280)

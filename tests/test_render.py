@@ -87,7 +87,7 @@ def test_cli_visualize_writes_manifest(tmp_path, capsys):
     data = json.loads((out / "manifest.json").read_text())
     assert data["model"] == "org/tiny-resnet" and data["library"] == "timm" and data["method"] == "maco"
     assert data["layer"] == "logits" and data["device"] == "cpu" and data["revision"]
-    assert {"steps": 3, "size": 32, "crops": 1, "seed": 0, "lr": 1.0}.items() <= data["settings"].items()
+    assert {"steps": 3, "size": 32, "crops": 1, "seed": 0, "lr": 0.3}.items() <= data["settings"].items()
     assert [(i["unit"], i["label"]) for i in data["items"]] == [(4, "tabby cat"), (1, "dog")]
     for item in data["items"]:
         assert item["image"] == f"logits/{item['unit']}.png" and (out / item["rgba"]).exists()

@@ -5,10 +5,10 @@
     >>> hf_fviz.render.save(vis, "out")
 
 Defaults are tuned for a CPU (2 cores: six ImageNet classes of MobileNetV2 in a few minutes):
-a 384 px canvas, 4 crops per step, 160 steps, crops shrinking from 90 % to 40 % of the canvas,
-NAdam lr 1.0 (MACO, Fourier) or 0.05 (pixel). The paper's presets are much heavier (xplique: 512
-px, 32 crops, 256 steps; Horama: 1280 px, 6 crops, 1000 steps); pass them on a GPU for more
-detail. All units of a call are optimized together, one image per unit, all crops in one
+a 384 px canvas, 4 views per step (the whole canvas plus 3 random crops shrinking from 90 % to
+40 % of the canvas), 160 steps, NAdam lr 0.3 (MACO), 1.0 (Fourier) or 0.05 (pixel). The
+paper's presets are much heavier (xplique: 512 px, 32 crops, 256 steps; Horama: 1280 px, 6 crops,
+1000 steps); pass them on a GPU for more detail. All units of a call are optimized together, one image per unit, all crops in one
 forward pass (in chunks of `batch_size` units).
 """
 
@@ -170,7 +170,7 @@ def visualize(
         method: 'maco' (phase only, natural magnitude), 'fourier' (Olah et al.) or 'pixel'.
         steps, size, crops: optimization steps, canvas side in pixels, crops per step.
         seed: fixes the result on one device (the same seed gives every unit the same start).
-        lr: learning rate; default 1.0 for maco/fourier, 0.05 for pixel.
+        lr: learning rate; default 0.3 for maco, 1.0 for fourier, 0.05 for pixel.
         crop_scale: mean crop side (fraction of the canvas) at the first and last step.
         noise: std of the noise added to each crop (model input space).
         spectrum: a .npy magnitude spectrum (`hf-fviz spectrum`) instead of the shipped one.
@@ -247,7 +247,7 @@ def _run_chunk(model: VisionModel, chunk, settings: Settings, info, progress, *,
     objs = [o for _, o, _, _ in chunk]
     layers = tuple(dict.fromkeys(name for o in objs for name in o.layers()))
     param = make_param(settings.method, n, settings.size, seeds=[settings.seed] * n, spectrum=settings.spectrum, device=device)
-    crop_settings = CropSettings(crops=settings.crops, scale=settings.crop_scale, noise=settings.noise)
+    crop_settings = CropSettings(crops=settings.crops, scale=settings.crop_scale, noise=settings.noise, whole_view=True)
     transforms = RandomCrops(crop_settings, out_size=model.input_size, steps=settings.steps, seed=settings.seed, device=device)
     param.render_size = transforms.render_size(settings.size)
     batch = obj.BatchObjective(objs, info, crops=transforms.crops)

@@ -5,8 +5,8 @@ maps it, in one batched call, to RGB images in [0, 1] of shape (N, 3, S, S); the
 normalization is applied afterwards by the loop. The FFT work runs in float32 (never autocast).
 
 - `MacoImage` (Fel et al. 2023): only the phase of the spectrum is free; the magnitude is fixed to
-  a natural-image spectrum. phase -> standardize -> M·e^{iφ} -> irfft2 -> standardize ->
-  colour recorrelation -> sigmoid.
+  a natural-image spectrum. phase -> standardize -> × π -> M·e^{iφ} -> irfft2 -> standardize ->
+  colour recorrelation -> sigmoid (the × π is ours; see the class).
 - `FourierImage` (Olah et al. 2017, as in the MACO authors' baseline): the whole complex
   spectrum is free, scaled by 1/f^decay.
 - `PixelImage`: free pixels through a sigmoid (the naive baseline).
@@ -98,10 +98,20 @@ class ImageParam(nn.Module):
 
 
 class MacoImage(ImageParam):
-    """MACO: fixed magnitude, optimized phase (3, S, S//2+1) per image, init N(0, 1)."""
+    """MACO: fixed magnitude, optimized phase (3, S, S//2+1) per image, init N(0, 1).
+
+    The authors standardize the phase to std 1 rad. Then every frequency's phase sits near 0, so
+    all the waves peak together at the origin: a bright blob in the canvas corners that takes a
+    large share of the image's contrast and makes nothing the model wanted. We scale the
+    standardized phase by `phase_scale` = π, which spreads the phases around the circle, and use
+    lr 0.3 (about 1/π, the same step in radians as the authors' lr 1.0 at std 1). Measured with
+    `hf-fviz bench quality` (20 classes, 160 steps): the judge's mean log-rank fell from 0.45 to
+    0.12, and top-1 rose from 80 % to 85 %.
+    """
 
     name = "maco"
-    default_lr = 1.0
+    default_lr = 0.3
+    phase_scale = math.pi
 
     def __init__(
         self,
@@ -121,7 +131,7 @@ class MacoImage(ImageParam):
 
     def forward(self) -> torch.Tensor:
         side = self._side()
-        phase = low_band(standardize(self.phase), side)
+        phase = low_band(standardize(self.phase) * self.phase_scale, side)
         magnitude = low_band(self.magnitude, side)
         spectrum = torch.complex(torch.cos(phase) * magnitude, torch.sin(phase) * magnitude)
         x = torch.fft.irfft2(spectrum, s=(side, side))
