@@ -782,17 +782,24 @@ def _save_images(out_dir: str, method: str, images: Sequence[np.ndarray], classe
         Image.fromarray(img, "RGB").save(os.path.join(folder, f"{c}.png"))
 
 
+def geometric_mean(ranks: Sequence[int]) -> float:
+    """Geometric mean of 1-based ranks: 1.0 when every target is top-1; unlike the hit rates it
+    also tells a near miss (rank 2) from a wild one (rank 200)."""
+    return float(np.exp(np.mean(np.log(np.asarray(ranks, dtype=np.float64))))) if len(ranks) else float("nan")
+
+
 def quality_table(report: QualityReport) -> str:
     """Markdown table of quality results (plus per-class ranks)."""
     lines = [
         f"Visualized: `{report.model}`; judge: `{report.judge}` (whole RGB PNG resized to its input); "
         f"{len(report.classes)} classes; {report.steps} steps.",
         "",
-        "| method | settings | judge top-1 | judge top-5 | rank 1 on visualized model | seconds |",
-        "|---|---|---|---|---|---|",
+        "| method | settings | judge top-1 | judge top-5 | judge rank, geometric mean | rank 1 on visualized model | seconds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m in report.methods:
-        lines.append(f"| {m.method} | {m.settings} | {m.top1:.0%} | {m.top5:.0%} | {m.self_rank1:.0%} | {m.seconds:.0f} |")
+        lines.append(f"| {m.method} | {m.settings} | {m.top1:.0%} | {m.top5:.0%} | {geometric_mean(m.judge_ranks):.2f} | "
+                     f"{m.self_rank1:.0%} | {m.seconds:.0f} |")
     lines += ["", "Judge rank of the target class per class (visualized-model rank in brackets):", ""]
     lines.append("| class | " + " | ".join(m.method for m in report.methods) + " |")
     lines.append("|---|" + "---|" * len(report.methods))
@@ -807,6 +814,6 @@ def quality_table(report: QualityReport) -> str:
 
 __all__ = [
     "HoramaSettings", "LoadedPair", "MethodQuality", "QualityReport", "QualitySettings", "SpeedCase",
-    "SpeedResult", "SpeedSettings", "classify", "horama_offline", "horama_objective", "load_pair", "measure_memory",
+    "SpeedResult", "SpeedSettings", "classify", "geometric_mean", "horama_offline", "horama_objective", "load_pair", "measure_memory",
     "pick_classes", "quality_table", "ranks", "run_horama", "run_quality", "run_speed", "speed_cases", "speed_table",
 ]

@@ -93,6 +93,15 @@ def test_ranks_are_one_based_and_count_strictly_higher_scores():
     assert bench.ranks(logits, [2, 1]) == [3, 2]  # a tie with another class does not push the target down
 
 
+def test_geometric_mean_rank_tells_near_misses_from_wild_ones():
+    assert bench.geometric_mean([1, 1, 1]) == pytest.approx(1.0)
+    assert bench.geometric_mean([1, 4]) == pytest.approx(2.0)
+    assert bench.geometric_mean([2, 2]) < bench.geometric_mean([1, 200])  # same top-1 rate, different transfer
+    row = bench.MethodQuality("maco", "s", 0.5, 0.5, 1.0, [1, 4], [1, 1], ["a", "b"], 1.0)
+    table = bench.quality_table(bench.QualityReport("m", "j", [1, 2], ["x", "y"], 3, [row]))
+    assert "| maco | s | 50% | 50% | 2.00 | 100% | 1 |" in table
+
+
 def test_classes_are_spread_over_imagenet():
     twenty = bench.pick_classes(20)
     assert len(set(twenty)) == 20 and min(twenty) < 50 and max(twenty) > 950
