@@ -177,8 +177,9 @@ def _image_files(folder: Path) -> list[Path]:
     return out
 
 
-def _read_file(path: Path, *, max_pixels: int, target: tuple[int, int]) -> PILImage.Image:
-    """Open, check and fully decode one file (RGB); every failure is a `BadImageSet` naming it."""
+def open_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> PILImage.Image:
+    """Open one image file lazily (header only) and check its size, so that a decompression bomb
+    is refused before it is decoded; every failure is a `BadImageSet` naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -191,12 +192,20 @@ def _read_file(path: Path, *, max_pixels: int, target: tuple[int, int]) -> PILIm
         raise BadImageSet(f"{path} is not an image file PIL can read") from None
     except OSError as err:
         raise BadImageSet(f"cannot open {path}: {err}") from None
-    with im:
+    w, h = im.size
+    if w * h > max_pixels or w < 1 or h < 1:
+        im.close()
+        raise BadImageSet(f"{path} is {w}x{h} pixels, over the limit of {max_pixels:,}; shrink it first"
+                          if w * h > max_pixels else f"{path} has no pixels")
+    return im
+
+
+def _read_file(path: Path, *, max_pixels: int, target: tuple[int, int]) -> PILImage.Image:
+    """Open, check and fully decode one file (RGB); every failure is a `BadImageSet` naming it."""
+    from PIL import Image
+
+    with open_image(path, max_pixels=max_pixels) as im:
         w, h = im.size
-        if w * h > max_pixels:
-            raise BadImageSet(f"{path} is {w}x{h} pixels, over the limit of {max_pixels:,}; shrink it first")
-        if w < 1 or h < 1:
-            raise BadImageSet(f"{path} has no pixels")
         try:
             if im.format == "JPEG":  # decode at a reduced scale when the image is much bigger than needed
                 scale = min(w / target[1], h / target[0])

@@ -161,23 +161,12 @@ def spectrum_from_images(
 
 
 def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
-    """One RGB image file -> (3, H, W) float32 in [0, 1]. An image above `images.MAX_PIXELS`
-    (a decompression bomb) raises OSError before it is decoded, like any unreadable file."""
-    import warnings
+    """One RGB image file -> (3, H, W) float32 in [0, 1]. An unreadable file or one above
+    `images.MAX_PIXELS` (a decompression bomb, refused before it is decoded) raises `BadImageSet`;
+    a damaged one raises OSError while decoding."""
+    from ..images import open_image
 
-    from PIL import Image
-
-    from ..images import MAX_PIXELS
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise OSError(f"{path} is too large to load safely") from None
-    with im:
-        if im.width * im.height > MAX_PIXELS:
-            raise OSError(f"{path} is {im.width}x{im.height} pixels, over the limit of {MAX_PIXELS:,}")
+    with open_image(path) as im:
         arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
@@ -194,7 +183,7 @@ def build_spectrum(
     for f in files:
         try:
             images.append(read_image(f))
-        except OSError:
+        except (OSError, BadImageSet):
             continue  # unreadable file: skip, the count below says how many were used
     if not images:
         raise BadImageSet(f"no readable images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
