@@ -9,6 +9,7 @@ out as a real hub cache (models--org--name/snapshots/<sha>/, refs/main), so that
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,12 @@ import pytest  # noqa: E402
 from tests.hub_cache import populate_cache  # noqa: E402
 
 HUB_CACHE = Path(os.environ["HF_HUB_CACHE"])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's hub cache and sources (about 575 MB): left behind, every test run
+    filled /tmp a little more."""
+    shutil.rmtree(_ROOT, ignore_errors=True)
 
 
 def _builders():
