@@ -59,7 +59,6 @@ FORMAT = "hf_fviz-atlas/1"
 RUN_FILE = "atlas.json"
 RECORDS = "records"
 SHARDS = "shards"
-DEFAULT_BATCH = 16
 DEFAULT_GRID_MAX = 100
 DEFAULT_MERGE_WAIT = 6 * 3600.0
 
@@ -374,7 +373,7 @@ def atlas(
     out_dir: str | os.PathLike[str],
     layer: str | None = None,
     units: str | Sequence[int] = "all",
-    batch: int = DEFAULT_BATCH,
+    batch: int | None = None,
     shard: Shard | tuple[int, int] | str | None = None,
     method: str = "maco",
     steps: int | None = None,
@@ -396,7 +395,8 @@ def atlas(
         out_dir: the atlas folder (new, or one made by an earlier run with the same settings).
         layer: default `logits` where the model has a head, else its last layer.
         units: 'all', '0-99,250', or a list of indices.
-        batch: units optimized together (one forward pass per step).
+        batch: units optimized together (one forward pass per step); None: the fastest per unit
+            on this machine, measured (`engine.chunking`).
         shard: `Shard`, (I, N), 'I/N', or None for torchrun's RANK / WORLD_SIZE (else 0/1).
         method, steps, size, crops, seed, lr: as in `hf_fviz.visualize` (None: its defaults).
         device: 'auto', 'cpu', 'cuda'; under torchrun 'auto' picks the rank's GPU.
@@ -409,7 +409,7 @@ def atlas(
 
     start = time.perf_counter()
     shard = Shard.of(shard)
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
         raise InvalidSettings(f"batch must be a positive integer, got {batch!r}")
     request = {
         "steps": methods.DEFAULT_STEPS if steps is None else steps,
@@ -434,7 +434,7 @@ def atlas(
     from .engine import budget
 
     # a run that cannot fit is refused before the folder is claimed (no partial output)
-    budget.check(model, units=len(all_units), crops=request["crops"], size=request["size"], layers=[name], batch_size=batch)
+    budget.check(model, units=len(all_units), crops=request["crops"], size=request["size"], layers=[name], batch_size=batch or 1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _claim_folder(out, spec)
@@ -452,7 +452,10 @@ def atlas(
         done = len(result.skipped)
         if progress is not None:
             progress(done, len(mine), {"phase": "optimize"})
-        for b in range(0, len(pending), batch):
+        if batch is None and pending:
+            batch = methods.auto_batch_size(model, layer=name, units=pending, method=method, size=request["size"],
+                                            crops=request["crops"], seed=seed)
+        for b in range(0, len(pending), batch or 1):
             chunk = pending[b : b + batch]
 
             def step_progress(step: int, total_steps: int, i: Mapping[str, Any], done: int = done, n: int = len(chunk)) -> None:

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from .errors import InvalidSettings, MissingDependency
+from .loadcheck import LoadMonitor, MachineLoad
 
 Log = Callable[[str], None]
 
@@ -280,6 +281,7 @@ class SpeedResult:
     speedups: list[str] = field(default_factory=list)
     memory_method: str | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
+    machine: dict[str, Any] | None = None  # loadcheck.MachineLoad of the whole run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -289,7 +291,8 @@ class StepClock:
     """Timestamps of a per-step callback: wall clock and process CPU time (all threads).
     `steps(skip)` gives the wall gaps after the first `skip`, `cpu_steps(skip)` the CPU gaps."""
 
-    def __init__(self) -> None:
+    def __init__(self, units_per_step: int = 1) -> None:
+        self.units_per_step = units_per_step  # gaps are divided by it: seconds per unit-step
         self.stamps: list[float] = [time.perf_counter()]
         self.cpu: list[float] = [time.process_time()]
 
@@ -298,19 +301,21 @@ class StepClock:
         self.cpu.append(time.process_time())
 
     def steps(self, skip: int) -> list[float]:
-        return [float(g) for g in np.diff(np.asarray(self.stamps))[skip:]]
+        return [float(g) / self.units_per_step for g in np.diff(np.asarray(self.stamps))[skip:]]
 
     def cpu_steps(self, skip: int) -> list[float]:
-        return [float(g) for g in np.diff(np.asarray(self.cpu))[skip:]]
+        return [float(g) / self.units_per_step for g in np.diff(np.asarray(self.cpu))[skip:]]
 
 
 def _hf_run(vm: Any, case: SpeedCase, *, steps: int, size: int, crops: int, seed: int) -> StepClock:
-    """The step clock (every step, the first included) of one hf_fviz `visualize` run."""
-    from .engine.methods import visualize
+    """The step clock (every step, the first included) of one hf_fviz `visualize` run, with the
+    chunk size a user gets (measured once per process and setting; see `engine.chunking`)."""
+    from .engine.methods import auto_batch_size, visualize
 
-    clock = StepClock()
+    chunk = auto_batch_size(vm, layer=case.layer, units=case.units, size=size, crops=crops) if len(case.units) > 1 else 1
+    clock = StepClock(units_per_step=chunk)
     visualize(vm, layer=case.layer, units=list(case.units), steps=steps, size=size, crops=crops, seed=seed,
-              batch_size=max(16, len(case.units)), progress=clock.tick)
+              batch_size=chunk, progress=clock.tick)
     return clock
 
 
@@ -489,6 +494,7 @@ def run_speed(settings: SpeedSettings = SpeedSettings(), *, log: Log | None = No
         raise InvalidSettings(f"unknown case(s) {', '.join(unknown) or '(none given)'}: choose from {','.join(CASES)}")
     pairs: dict[str, LoadedPair] = {}
     results = []
+    monitor = LoadMonitor().start()
     for name in settings.cases:
         case = catalogue[name]
         size, crops = settings.size or case.size, settings.crops or case.crops
@@ -501,9 +507,9 @@ def run_speed(settings: SpeedSettings = SpeedSettings(), *, log: Log | None = No
         log(f"case {name}: {case.title} (canvas {size}, {crops} crops)")
         samples = time_case(case, pairs[case.model], settings, log)
         per_unit = len(case.units)
-        ours = _median(samples["hf_fviz"]) / per_unit
+        ours = _median(samples["hf_fviz"])  # per unit-step already (StepClock.units_per_step)
         other = _median(samples["other"])
-        ours_cpu = _median(samples["hf_fviz_cpu"]) / per_unit
+        ours_cpu = _median(samples["hf_fviz_cpu"])
         other_cpu = _median(samples["other_cpu"])
         cpu_extra = {"hf_fviz_cpu_s_per_step": ours_cpu, "other_cpu_s_per_step": other_cpu,
                      "cpu_ratio": (ours_cpu / other_cpu) if case.kind == "overhead" else (other_cpu / ours_cpu),
@@ -537,6 +543,9 @@ def run_speed(settings: SpeedSettings = SpeedSettings(), *, log: Log | None = No
             )
         log(f"  -> hf_fviz {result.hf_fviz_s_per_step:.3f} s/step, other {other:.3f} s/step, ratio {ratio:.2f}")
         results.append(result)
+    machine = monitor.stop().to_dict()
+    for result in results:
+        result.machine = machine
     return results
 
 
@@ -546,7 +555,9 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 
 def speed_table(results: Sequence[SpeedResult]) -> str:
     """Markdown table of speed results."""
-    lines = [
+    machine = next((r.machine for r in results if r.machine), None)
+    lines = [f"**Not trustworthy: the machine was busy ({machine['reason']}).**", ""] if machine and machine["busy"] else []
+    lines += [
         "| case | what | canvas, crops | hf_fviz s/step | horama s/step | bare s/step | ratio | CPU-time ratio | goal | hf_fviz peak MiB | horama peak MiB | met |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -563,7 +574,8 @@ def speed_table(results: Sequence[SpeedResult]) -> str:
     speedups = next((r.speedups for r in results if r.speedups), None)
     lines.append(f"Median wall-clock step after warm-up, interleaved runs, torch threads {torch.get_num_threads()}, CPU; "
                  f"CPU-time ratio: the same from process CPU time (all threads), less sensitive to other load. "
-                 f"Peak memory: {method or 'not measured'}." + (f" Speed-ups: {', '.join(speedups)}." if speedups else ""))
+                 f"Peak memory: {method or 'not measured'}." + (f" Speed-ups: {', '.join(speedups)}." if speedups else "")
+                 + (f" Machine: {MachineLoad(**machine).describe()}." if machine else ""))
     return "\n".join(lines)
 
 

@@ -113,7 +113,7 @@ def _atlas_parser(sub: argparse._SubParsersAction) -> Handler:
     p.add_argument("--units", default="all", help="'all' (default) or indices and ranges, e.g. 0-99,250")
     p.add_argument("--out", required=True, metavar="DIR", help="atlas folder; rerun the same command to resume")
     p.add_argument("--shard", default=None, metavar="I/N", help="do shard I of N (0-based); default: RANK/WORLD_SIZE under torchrun")
-    p.add_argument("--batch", type=int, default=16, help="units optimized together (default 16)")
+    p.add_argument("--batch", type=int, default=None, help="units optimized together (default: the fastest per unit on this machine, measured)")
     p.add_argument("--method", default="maco", help="maco (default), fourier or pixel")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--size", type=int, default=None, help="canvas side in pixels")
@@ -238,6 +238,11 @@ def _bench_parser(sub: argparse._SubParsersAction) -> Handler:
     s.add_argument("--crops", type=int, default=None, metavar="K", help="override every case's crops per step (default 6)")
     s.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     s.add_argument("--speedups", default="", help="opt-in speed-ups for hf_fviz: channels_last,cpu_bf16 (default none)")
+    c = what.add_parser("chunks", help="seconds per unit-step for 1, 2, 4, 8, 16 units per chunk, and the automatic choice")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.add_argument("--model", default="builtin:mobilenetv2", help="model (default builtin:mobilenetv2)")
+    c.add_argument("--steps", type=int, default=4, metavar="N", help="steps per timed run, the first left out (default 4)")
+    c.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     q = what.add_parser("quality", help="transferability: a different network classifies the visualizations")
     q.add_argument("--json", action="store_true", help="print the report as JSON")
     q.add_argument("--classes", type=int, default=20, metavar="N", help="ImageNet classes, spread over the label range (default 20)")
@@ -268,6 +273,12 @@ def _bench(args: argparse.Namespace) -> int:
             print(json.dumps([r.to_dict() for r in results], indent=1))
         else:
             print(bench.speed_table(results))
+        return 0
+    if args.bench_command == "chunks":
+        from .bench_chunks import chunks_table, run_chunks
+
+        report = run_chunks(model=args.model, steps=args.steps, rounds=args.rounds, log=log)
+        print(json.dumps(report.to_dict(), indent=1) if args.json else chunks_table(report))
         return 0
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     qsettings = bench.QualitySettings(classes=args.classes, steps=args.steps, methods=methods, size=args.size,
@@ -424,7 +435,8 @@ def _visualize_parser(sub: argparse._SubParsersAction) -> Handler:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.3 for maco, 1.0 for fourier, 0.05 for pixel)")
     p.add_argument("--spectrum", default=None, metavar="FILE", help="magnitude spectrum .npy from `hf-fviz spectrum` (default: the shipped one)")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="units optimized together (default 16; lower it when memory is short)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="units optimized together (default: the fastest per unit on this machine, measured at the first steps)")
     p.add_argument("--max-seconds", type=float, default=None, metavar="S",
                    help="stop after S seconds at a step boundary and keep the images as they are (manifest: stopped_early)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: fviz-<model>)")

@@ -165,6 +165,15 @@ def available_bytes(device: torch.device | str = "cpu") -> tuple[int | None, str
     return min(found)
 
 
+def largest_fit(model: Any, *, units: int, crops: int, size: int, layers: Sequence[str]) -> int:
+    """How many of `units` images fit in one chunk (at least 1; all of them when memory is unknown)."""
+    est = estimate(model, units=units, crops=crops, size=size, layers=layers)
+    limit, _source = available_bytes(model.device)
+    if limit is None or est.total <= limit:
+        return units
+    return max(1, int(limit // (est.total / units)))
+
+
 def check(model: Any, *, units: int, crops: int, size: int, layers: Sequence[str], batch_size: int) -> MemoryEstimate:
     """Raise `ResourceLimit` with the estimate, the limit and what to change when one chunk of
     `min(units, batch_size)` images would not fit; returns the estimate otherwise."""

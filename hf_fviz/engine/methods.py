@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ import torch
 
 from ..errors import InvalidSettings
 from ..hub.vision_model import LOGITS, VisionModel
-from . import budget
+from . import budget, chunking
 from . import objectives as obj
 from .optimize import LoopSettings, Progress, model_score, optimize
 from .param import PARAMETRIZATIONS, make_param
@@ -154,7 +154,7 @@ def visualize(
     crop_scale: tuple[float, float] = DEFAULT_CROP_SCALE,
     noise: float = DEFAULT_NOISE,
     spectrum: str | os.PathLike[str] | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: Progress | None = None,
     device: str | torch.device | None = None,
     max_seconds: float | None = None,
@@ -174,7 +174,8 @@ def visualize(
         crop_scale: mean crop side (fraction of the canvas) at the first and last step.
         noise: std of the noise added to each crop (model input space).
         spectrum: a .npy magnitude spectrum (`hf-fviz spectrum`) instead of the shipped one.
-        batch_size: units optimized together per forward pass.
+        batch_size: units optimized together per forward pass; None measures the fastest
+            per unit on this machine (`engine.chunking`).
         progress: `progress(step, total, info)`, steps counted over all chunks.
         device: 'auto', 'cpu', 'cuda' or None (the model's device).
         max_seconds: stop at the first step boundary after this many seconds and return the
@@ -216,8 +217,10 @@ def visualize(
             if name not in info:
                 model.layer(name)  # UnknownLayer with suggestions
 
-    budget.check(model, units=len(targets), crops=crops, size=size, batch_size=batch_size,
-                 layers=sorted({name for _, o, _, _ in targets for name in o.layers()}))
+    used_layers = sorted({name for _, o, _, _ in targets for name in o.layers()})
+    if batch_size is None:
+        batch_size = _auto_batch_size(model, targets, settings, info, used_layers)
+    budget.check(model, units=len(targets), crops=crops, size=size, batch_size=batch_size, layers=used_layers)
 
     total = steps * math.ceil(len(targets) / batch_size)
     out: list[Visualization] = []
@@ -238,6 +241,37 @@ def visualize(
             v.extra.update(stopped_early=True, units_skipped=skipped)
             v.extra.setdefault("steps_done", steps)
     return out
+
+
+def auto_batch_size(model: VisionModel, *, layer: str, units: Sequence[int], method: str = "maco", size: int = DEFAULT_SIZE,
+                    crops: int = DEFAULT_CROPS, seed: int = 0) -> int:
+    """How many of `units` to optimize together on this machine (measured; see `engine.chunking`)."""
+    targets = [(u, obj.for_unit(layer, u), "", layer) for u in units]
+    settings = Settings(method, 3, size, crops, seed, PARAMETRIZATIONS[method].default_lr)
+    info = {layer_.name: layer_ for layer_ in model.layers()}
+    return _auto_batch_size(model, targets, settings, info, [layer])
+
+
+def _auto_batch_size(model: VisionModel, targets, settings: Settings, info, layers: Sequence[str]) -> int:
+    """Time three-step throwaway runs of 1, 2, 4, ... units and keep the fastest per unit."""
+    largest = budget.largest_fit(model, units=len(targets), crops=settings.crops, size=settings.size, layers=layers)
+    probe = replace(settings, steps=3)
+    cuda = model.device.type == "cuda"
+
+    def seconds_per_step(c: int) -> float:
+        stamps: list[float] = []
+
+        def tick(*_args: Any) -> None:
+            if cuda:
+                torch.cuda.synchronize(model.device)
+            stamps.append(time.perf_counter())
+
+        _run_chunk(model, targets[:c], probe, info, tick)
+        return min(b - a for a, b in zip(stamps, stamps[1:]))
+
+    key = (model.id, id(model.module), tuple(layers), settings.method, settings.size, settings.crops, str(model.device),
+           torch.get_num_threads())
+    return chunking.pick_chunk(seconds_per_step, units=len(targets), largest=largest, key=key)
 
 
 def _run_chunk(model: VisionModel, chunk, settings: Settings, info, progress, *, chunk_index: int = 0,

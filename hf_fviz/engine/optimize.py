@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidSettings, OptimizationDiverged
+from .heap import steady_heap
 from .param import ImageParam
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -72,6 +73,7 @@ class OptimizationResult:
     stopped_early: bool = False
 
 
+@steady_heap()
 def optimize(
     param: ImageParam,
     score: ScoreFn,

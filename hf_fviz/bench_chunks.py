@@ -1,0 +1,129 @@
+"""`hf-fviz bench chunks`: what batching costs per unit, and whether the automatic choice is right.
+
+For each setting (horama's canvas and crops, and ours), time one unit alone and chunks of 2, 4, 8
+and 16 units: seconds per unit-step, the median over interleaved rounds (each round runs every
+chunk size once, in an order that alternates between rounds), wall clock and process CPU time.
+Then ask `auto_batch_size` for its choice on the same 16 units and compare its per-unit time with
+the best measured one. Everything runs in one process, under a `LoadMonitor`; a busy machine marks
+the table.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from .loadcheck import LoadMonitor, MachineLoad
+
+UNITS16 = (1, 9, 22, 76, 130, 207, 285, 291, 309, 323, 388, 409, 430, 574, 805, 954)
+SETTINGS = {"horama": (1280, 6), "ours": (384, 4)}  # canvas, crops
+
+
+@dataclass
+class ChunkRow:
+    setting: str
+    size: int
+    crops: int
+    chunk: int
+    s_per_unit_step: float
+    cpu_s_per_unit_step: float
+    relative_to_one: float
+
+
+@dataclass
+class ChunkReport:
+    rows: list[ChunkRow]
+    auto: dict[str, int]
+    auto_vs_best: dict[str, float]
+    threads: int
+    machine: MachineLoad | None = None
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["machine"] = self.machine.to_dict() if self.machine else None
+        return out
+
+
+def _per_unit_step(vm: Any, units: Sequence[int], *, chunk: int, size: int, crops: int, steps: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per unit-step of one `visualize` call with `chunk` units per chunk;
+    the first step of every chunk (set-up) is left out."""
+    from .engine.methods import visualize
+
+    wall: list[float] = []
+    cpu: list[float] = []
+    last = [time.perf_counter(), time.process_time(), 0]
+
+    def tick(step: int, _total: int, _info: Any) -> None:
+        now, cnow = time.perf_counter(), time.process_time()
+        if (step - 1) % steps != 0:  # not the first step of a chunk
+            wall.append(now - last[0])
+            cpu.append(cnow - last[1])
+        last[0], last[1] = now, cnow
+
+    visualize(vm, layer="logits", units=list(units[:chunk]), steps=steps, size=size, crops=crops, batch_size=chunk,
+              progress=tick)
+    return statistics.median(wall) / chunk, statistics.median(cpu) / chunk
+
+
+def run_chunks(*, model: str = "builtin:mobilenetv2", chunks: Sequence[int] = (1, 2, 4, 8, 16), steps: int = 4,
+               rounds: int = 3, settings: Sequence[str] = ("horama", "ours"),
+               log: Callable[[str], None] = lambda _m: None) -> ChunkReport:
+    from .engine import chunking
+    from .engine.methods import auto_batch_size
+    from .hub import load_model
+
+    vm = load_model(model, device="cpu")
+    _per_unit_step(vm, UNITS16, chunk=1, size=384, crops=4, steps=2)  # warm-up: first-call costs
+    monitor = LoadMonitor().start()
+    samples: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for name in settings:
+            size, crops = SETTINGS[name]
+            order = list(chunks) if r % 2 == 0 else list(reversed(chunks))
+            for c in order:
+                log(f"round {r + 1}/{rounds}: {name} (canvas {size}, {crops} crops), chunk {c}")
+                wall, cpu = _per_unit_step(vm, UNITS16, chunk=c, size=size, crops=crops, steps=steps)
+                samples.setdefault(f"{name}/{c}/wall", []).append(wall)
+                samples.setdefault(f"{name}/{c}/cpu", []).append(cpu)
+    auto: dict[str, int] = {}
+    for name in settings:
+        size, crops = SETTINGS[name]
+        chunking.forget()
+        auto[name] = auto_batch_size(vm, layer="logits", units=UNITS16, size=size, crops=crops)
+        log(f"{name}: automatic chunk size {auto[name]}")
+    machine = monitor.stop()
+    rows: list[ChunkRow] = []
+    auto_vs_best: dict[str, float] = {}
+    for name in settings:
+        size, crops = SETTINGS[name]
+        med = {c: statistics.median(samples[f"{name}/{c}/wall"]) for c in chunks}
+        for c in chunks:
+            rows.append(ChunkRow(name, size, crops, c, med[c], statistics.median(samples[f"{name}/{c}/cpu"]), med[c] / med[1]))
+        a = auto[name]
+        if a in med:
+            auto_vs_best[name] = med[a] / min(med.values())
+    return ChunkReport(rows, auto, auto_vs_best, torch.get_num_threads(), machine, samples)
+
+
+def chunks_table(report: ChunkReport) -> str:
+    lines = []
+    if report.machine is not None and report.machine.busy:
+        lines += [f"**Not trustworthy: the machine was busy ({report.machine.reason}).**", ""]
+    lines += ["| setting | canvas, crops | units per chunk | s per unit-step | CPU s per unit-step | vs one unit alone |",
+              "|---|---|---|---|---|---|"]
+    for r in report.rows:
+        mark = " (automatic)" if report.auto.get(r.setting) == r.chunk else ""
+        lines.append(f"| {r.setting} | {r.size}, {r.crops} | {r.chunk}{mark} | {r.s_per_unit_step:.3f} | "
+                     f"{r.cpu_s_per_unit_step:.3f} | {r.relative_to_one:.2f}x |")
+    lines.append("")
+    auto = ", ".join(f"{k}: {v} units, {report.auto_vs_best.get(k, float('nan')):.2f}x the best measured"
+                     for k, v in report.auto.items())
+    lines.append(f"Medians over interleaved rounds, torch threads {report.threads}. Automatic choice: {auto}. "
+                 + (f"Machine: {report.machine.describe()}." if report.machine else ""))
+    return "\n".join(lines)
