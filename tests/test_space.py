@@ -3,7 +3,7 @@ with gradio_client and, for the page itself, in headless Debian Chromium with Pl
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import shutil
 import socket
@@ -23,11 +23,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def _load_app():
-    spec = importlib.util.spec_from_file_location("hf_fviz_space_app", ROOT / "space" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The Space's entry module (space/app.py starts it; the parts live in hf_fviz.space)."""
+    return importlib.import_module("hf_fviz.space.app")
 
 
 @pytest.fixture(scope="module")
