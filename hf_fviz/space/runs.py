@@ -103,7 +103,8 @@ def optimize_stream(store: ModelStore, req: RunRequest, preview_every: int) -> I
 
     def work() -> None:
         try:
-            events.put(("done", _call_engine(model, req, progress, store.caps.max_seconds or None)))
+            with store.run_slots:
+                events.put(("done", _call_engine(model, req, progress, store.caps.max_seconds or None)))
         except BaseException as err:  # handed to the generator, re-raised there
             events.put(("error", err))
 
