@@ -59,12 +59,19 @@ def gradio_version() -> str:
 
 # ---------------------------------------------------------------------------- wheels
 def build_wheel(dest: Path) -> Path:
-    """A wheel of this checkout (offline: no build isolation, the installed setuptools)."""
+    """A wheel of this checkout, built offline (no build isolation, the installed setuptools) from
+    a copy of its sources, so that the build leaves no build/ or egg-info in the checkout."""
     root = _checkout()
     with tempfile.TemporaryDirectory(prefix="hf_fviz_wheel_") as tmp:
-        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp, str(root)]
+        src, out = Path(tmp) / "src", Path(tmp) / "out"
+        skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+        shutil.copytree(root / "hf_fviz", src / "hf_fviz", ignore=skip)
+        for name in ("pyproject.toml", "README.md", "LICENSE"):
+            if (root / name).is_file():
+                shutil.copy2(root / name, src / name)
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)]
         done = subprocess.run(cmd, capture_output=True, text=True)
-        built = sorted(Path(tmp).glob("hf_fviz-*.whl"))
+        built = sorted(out.glob("hf_fviz-*.whl"))
         if done.returncode or not built:
             tail = " ".join((done.stderr or done.stdout).split())[-300:]
             raise SpaceError(f"could not build the hf_fviz wheel from {root}: {tail}")
