@@ -62,6 +62,7 @@ def test_export_writes_a_self_contained_space_folder(exported):
     with zipfile.ZipFile(exported / "wheels" / wheels["hf_fviz"]) as zf:
         names = zf.namelist()
     assert "hf_fviz/space/app.py" in names and "hf_fviz/space/mcp_tools.py" in names
+    assert not (ROOT / "build").exists()  # the wheel is built from a copy: no litter in the checkout
 
 
 def test_weight_wheels_are_the_installed_files_without_their_stale_pins(exported):
