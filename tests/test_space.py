@@ -400,6 +400,7 @@ def test_page_in_headless_chromium(server, carded_repo, tmp_path):
             page.get_by_role("button", name="Load", exact=True).click()
             expect(status).to_contain_text("Shown from the model card", timeout=30_000)
             expect(images).to_have_count(2, timeout=10_000)
+            expect(page.locator("#fviz-download")).to_be_hidden()  # the zip was the other model's run
             expect(page.locator("#fviz-gallery")).to_contain_text("cat")
             page.wait_for_timeout(300)
             _screenshot(page, tmp_path, "space-card.png")

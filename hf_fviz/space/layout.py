@@ -289,7 +289,10 @@ def build_demo(
         # per kind of work (loading, optimizing, publishing) so that one visitor cannot starve the rest.
         load_outputs = [model_info, layer_dd, classes_dd, units_box, summary, gallery, status_md]
         gr.on([load_btn.click, model_box.submit], load, inputs=[model_box], outputs=load_outputs,
-              api_name="layers", api_visibility="public", concurrency_id="load", concurrency_limit=2)
+              api_name="layers", api_visibility="public", concurrency_id="load", concurrency_limit=2).success(
+            lambda: (_curve([]), gr.update(visible=False)), None, [curve_plot, download_btn],  # the last run was another model's
+            api_name="clear_run", api_visibility="private", queue=False,
+        )
         layer_dd.change(pick_layer, [model_info, layer_dd], [classes_dd, units_box], api_name="pick_layer",
                         api_visibility="private", queue=False)
         method_radio.change(pick_method, method_radio, [images_in, k_slider], api_name="pick_method",
