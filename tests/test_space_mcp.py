@@ -96,3 +96,10 @@ def test_an_mcp_tool_error_is_one_line(mcp_url):
     assert bad.isError
     message = " ".join(c.text for c in bad.content if c.type == "text")
     assert "unknown layer 'nope'" in message and "Traceback" not in message
+
+
+def test_the_mcp_server_follows_gradio_mcp_server(app, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("GRADIO_MCP_SERVER", "False")
+    assert not app.mcp_available()
+    monkeypatch.delenv("GRADIO_MCP_SERVER")
+    assert app.mcp_available()  # gradio[mcp] installed (the dev extra)
