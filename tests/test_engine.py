@@ -92,6 +92,25 @@ def test_transparency_map(vit):
         assert 0 <= v.alpha.min() and v.alpha.max() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("method", ["pixel", "maco"])
+def test_transparency_concentrates_on_the_neurons_receptive_field(resnet, method):
+    """A corner neuron of layer2 (8 x 8) sees only its corner of every view (the whole canvas or
+    a crop around the centre): its map's mass lies in that quarter of the canvas, far above a
+    uniform map's 25%, and the opposite neuron's map is the mirror image."""
+    corners = {"top-left": (0, 0), "bottom-right": (7, 7)}
+    vis = visualize(resnet, objectives=[obj.neuron("layer2", 2, pos) for pos in corners.values()],
+                    method=method, steps=8, size=64, crops=4, seed=0)
+
+    def share(t: np.ndarray, corner: str) -> float:
+        quarter = t[:32, :32] if corner == "top-left" else t[32:, 32:]
+        return float(quarter.sum() / t.sum())
+
+    for v, corner in zip(vis, corners):
+        other = "bottom-right" if corner == "top-left" else "top-left"
+        assert share(v.transparency, corner) > 0.6, (corner, share(v.transparency, corner))
+        assert share(v.transparency, other) < 0.1, (corner, share(v.transparency, other))
+
+
 @pytest.mark.parametrize("method", ["fourier", "pixel"])
 def test_other_parametrizations_run_and_rise(resnet, method):
     (v,) = visualize(resnet, layer="layer3", units=[2], method=method, **FAST)
