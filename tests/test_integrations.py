@@ -347,3 +347,21 @@ def test_the_space_serves_the_webhook_when_its_secret_is_set(monkeypatch, tmp_pa
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200  # the UI is still there
     finally:
         demo.close()
+
+
+def test_the_webhook_side_never_imports_transformers():
+    """`hf-fviz watch` and the Space's webhook run without transformers; only the Trainer
+    callback needs it. A fresh interpreter, since this test session has imported it already."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from hf_fviz.integrations import COMMIT_MARKER, WatchConfig, launch_with_webhooks, make_webhooks_server, visualize_and_publish\n"
+        "import hf_fviz.cli\n"
+        "assert 'transformers' not in sys.modules, 'transformers imported'\n"
+        "from hf_fviz.integrations import FeatureVisualizationCallback\n"
+        "assert 'transformers' in sys.modules and FeatureVisualizationCallback.__module__ == 'hf_fviz.integrations.trainer'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
