@@ -15,6 +15,12 @@ from typing import Any
 from ..errors import InvalidSettings
 
 COMMIT_MARKER = "[hf-fviz]"  # our own commits start with it, so people and bots can recognise them
+VISUALIZE_FIELDS = ("layer", "units", "classes", "method", "steps", "size", "crops", "seed")
+
+
+def visualize_kwargs(settings: Any) -> dict[str, Any]:
+    """The `visualize_and_publish` settings that an automatic job's settings object carries."""
+    return {name: getattr(settings, name) for name in VISUALIZE_FIELDS if hasattr(settings, name)}
 
 
 def visualize_and_publish(

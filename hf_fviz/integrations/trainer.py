@@ -14,7 +14,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..errors import InvalidSettings, PublishError
-from .to_card import COMMIT_MARKER, visualize_and_publish
+from .to_card import COMMIT_MARKER, visualize_and_publish, visualize_kwargs
 
 logger = logging.getLogger("hf_fviz.watch")
 
@@ -113,14 +113,7 @@ class FeatureVisualizationCallback(TrainerCallback):
         result = visualize_and_publish(
             model,
             repo_id=self._repo_id(args),
-            layer=c.layer,
-            units=c.units,
-            classes=c.classes,
-            method=c.method,
-            steps=c.steps,
-            size=c.size,
-            crops=c.crops,
-            seed=c.seed,
+            **visualize_kwargs(c),
             local_dir=self._local_dir(args),
             create_pr=c.create_pr,
             token=c.token,

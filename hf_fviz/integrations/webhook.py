@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FvizError, InvalidSettings
-from .to_card import COMMIT_MARKER, visualize_and_publish
+from .to_card import COMMIT_MARKER, visualize_and_publish, visualize_kwargs
 
 logger = logging.getLogger("hf_fviz.watch")
 
@@ -369,18 +369,11 @@ class Watcher:
             if not any(is_model_file(p) for p in changed):
                 shown = ", ".join(sorted(changed)[:5]) or "nothing"
                 return JobResult(commit, "skipped", f"no model file changed ({shown})")
-        s = self.config.settings
         message = f"{COMMIT_MARKER} Feature visualizations for {commit.sha[:12]}"
         result = visualize_and_publish(
             f"{commit.repo_id}@{commit.sha}",
             repo_id=commit.repo_id,
-            layer=s.layer,
-            units=s.units,
-            method=s.method,
-            steps=s.steps,
-            size=s.size,
-            crops=s.crops,
-            seed=s.seed,
+            **visualize_kwargs(self.config.settings),
             create_pr=True,
             token=self.config.token,
             commit_message=message,
