@@ -87,6 +87,57 @@ def test_quality_report_includes_the_image_set_quality_table(monkeypatch):
     assert "facet distinctness 0.42" in bench.quality_table(report)
 
 
+def test_image_set_quality_figures_are_measured_as_documented():
+    """The real `quality_imagesets` on tiny models: every row is there, the "maco seeds"
+    distinctness and the dual-objective figures match an independent recomputation, and the
+    table prints the measured numbers."""
+    import torch.nn.functional as F
+
+    import hf_fviz
+    from hf_fviz.engine.dual import RECIPES, dual_objective
+    from hf_fviz.engine.imagesets import penultimate_layer, quality_imagesets
+
+    gen = hf_fviz.load_model("org/tiny-resnet", device="cpu")
+    judge = hf_fviz.load_model("org/tiny-mobilenetv2", device="cpu")
+    colours = torch.eye(3).repeat_interleave(3, dim=0)  # three clear groups: reddish, greenish, bluish
+    images = 0.7 * colours[:, :, None, None] + 0.3 * torch.rand(9, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    small = dict(steps=2, size=32, crops=1)
+    lines: list[str] = []
+    report = quality_imagesets(model=gen, judge=judge, images=images, classes=("cat",), k=2, dual_layer="layer3", dual_k=3,
+                               log=lines.append, **small)
+    assert [(r["class"], r["method"]) for r in report.facets] == [("cat", "facets (maco)"), ("cat", "facets (pixel)"), ("cat", "maco seeds")]
+    assert [r["recipe"] for r in report.dual] == list(RECIPES)
+
+    # "maco seeds": k plain runs with seeds 0..k-1, judged by cosine distance of pooled penultimate features
+    seeds = [hf_fviz.visualize(gen, classes=["cat"], seed=s, **small)[0] for s in range(2)]
+    x = torch.stack([torch.from_numpy(v.image).permute(2, 0, 1) for v in seeds]).float()
+    x = F.interpolate(x, size=judge.input_size, mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        feats = judge.activations(judge.normalize(x), penultimate_layer(judge).name).double().mean(dim=(2, 3))
+    distance = 1 - float(F.cosine_similarity(feats[0], feats[1], dim=0))
+    row = report.facets[2]
+    assert row["distance"] == pytest.approx(distance, rel=1e-4, abs=1e-6) and distance > 0
+    assert row["objective"] == pytest.approx(np.mean([v.objective for v in seeds]), rel=1e-5)
+    assert all(0 < r["distance"] <= 2 for r in report.facets)
+
+    # dual: nearest-cluster accuracy and distances, recomputed from the items' own distances
+    for row in report.dual:
+        vis = dual_objective(gen, layer="layer3", images=images, k=3, recipe=row["recipe"], **small)
+        own = [v.extra["distances"][v.extra["cluster"]] for v in vis]
+        hits = [min(range(3), key=lambda c, v=v: v.extra["distances"][c]) == v.extra["cluster"] for v in vis]
+        assert row["accuracy"] == pytest.approx(np.mean(hits)) and row["k"] == 3 and row["layer"] == "layer3"
+        assert row["own_distance"] == pytest.approx(np.mean(own), rel=1e-5)
+        assert row["start_distance"] == pytest.approx(np.mean([v.extra["init_distance"] for v in vis]), rel=1e-5)
+
+    table = report.table()
+    assert lines[-1] == table
+    for r in report.facets:
+        assert f"{r['distance']:>9.4f} {r['objective']:>10.2f}" in table
+    for r in report.dual:
+        assert f"{r['recipe']:<8} layer3       3 {r['accuracy']:>9.3f} {r['own_distance']:>9.2f}" in table
+    assert report.to_dict()["settings"]["steps"] == 2
+
+
 def test_ranks_are_one_based_and_count_strictly_higher_scores():
     logits = torch.tensor([[0.1, 3.0, 2.0, 5.0], [9.0, 1.0, 1.0, 0.0]])
     assert bench.ranks(logits, [3, 0]) == [1, 1]
@@ -133,7 +184,17 @@ def test_horama_objective_reads_the_layer_and_removes_its_hook():
 
 
 def test_horama_images_go_through_our_display_step():
+    """De-normalized per channel, then one stretch over all channels between the 1st and 99th
+    percentiles (recomputed here in float64), clipped, rounded to uint8."""
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    image = torch.randn(3, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    rgb = torch.rand(3, 16, 16, generator=g) * torch.tensor([0.3, 0.6, 0.9]).view(3, 1, 1)  # unequal channel ranges
+    rgb[:, 0, :3] = torch.tensor([-2.0, 3.0, 0.5]).view(3, 1)  # outliers the percentile clip must ignore
+    image = (rgb - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)  # horama's model space
     out = bench.rgb_uint8_from_model_space(image, mean, std)
-    assert out.shape == (16, 16, 3) and out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
+    x = rgb.permute(1, 2, 0).double().numpy()
+    lo, hi = np.percentile(x, [1, 99])
+    expected = np.floor(np.clip((x - lo) / (hi - lo), 0, 1) * 255 + 0.5)
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(np.int64) - expected).max() <= 1 and (out == expected).mean() > 0.99
+    assert (out[0, :3, 0] == 0).all() and (out[0, :3, 1] == 255).all()  # outliers clipped, not stretched to

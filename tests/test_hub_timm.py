@@ -280,9 +280,51 @@ def test_batch_norm_is_folded_into_convolutions_without_changing_outputs():
     with torch.no_grad():
         torch.testing.assert_close(model.module(x), unfolded(x), rtol=1e-3, atol=1e-3)
         torch.testing.assert_close(model.activations(x, "blocks.3"), _blocks3(unfolded, x), rtol=1e-3, atol=1e-3)
-    # A model whose norm output differs after folding is left untouched.
-    _, n = fold_batchnorm(torch.nn.Sequential(torch.nn.Linear(4, 4)), torch.zeros(1, 4))
-    assert n == 0
+    # Nothing to fold: the module comes back as it is.
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    assert fold_batchnorm(plain, torch.zeros(1, 4)) == (plain, 0)
+
+
+class _ConvSeenTwice(torch.nn.Module):
+    """conv -> norm, plus the conv's own output added back (a skip taken before the norm): the
+    norm's input is exactly the conv's output, yet folding the norm into the conv would also
+    rescale the skip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        with torch.no_grad():  # statistics far from identity, so folding changes the skip a lot
+            self.bn.running_mean.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0]))
+            self.bn.running_var.copy_(torch.tensor([4.0, 0.25, 9.0, 2.0]))
+            self.bn.weight.copy_(torch.tensor([1.5, 0.5, -1.0, 2.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.bn(y) + y
+
+
+def test_folding_that_would_change_the_output_keeps_the_original_module():
+    from hf_fviz.hub.fuse import fold_batchnorm
+
+    module = _ConvSeenTwice().eval()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = module(x)
+    weight = module.conv.weight.detach().clone()
+    folded, n = fold_batchnorm(module, x)
+    assert folded is module and n == 0
+    assert isinstance(module.bn, torch.nn.BatchNorm2d) and torch.equal(module.conv.weight, weight)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), before, rtol=0, atol=0)
+    # the same conv -> norm without the skip does fold, to the same function
+    chain = torch.nn.Sequential(module.conv, module.bn).eval()
+    with torch.no_grad():
+        want = chain(x)
+    fused, n = fold_batchnorm(chain, x)
+    assert n == 1 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), want, rtol=1e-5, atol=1e-5)
 
 
 def _blocks3(net, x):

@@ -201,7 +201,11 @@ def test_pull_request_refs_other_scopes_and_unwatched_repos_are_ignored(server, 
     ]
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert [a.json()["status"] for a in answers] == ["ignored"] * 3
-    assert "pull request" in answers[0].json()["reason"] and "not watched" in answers[2].json()["reason"]
+    assert [a.json()["reason"] for a in answers] == [
+        "no new commit on main (a pull request, tag or other branch)",
+        "event scope 'discussion' is not a new commit",
+        "someone/else is not watched (not in --repos, no tag of ['hf-fviz'])",
+    ]
     bad = httpx.post(server.url, json={"hello": "world"}, headers={"X-Webhook-Secret": SECRET}, timeout=30)
     assert bad.status_code == 422
     assert server.watcher.wait_idle(5)
@@ -226,7 +230,8 @@ def test_failing_job_logs_one_line_and_commits_nothing(server, fake_hub, caplog)
 def test_read_commit_falls_back_to_head_sha_without_updated_refs():
     found = read_commit(payload(REPO, new="f" * 40, refs=False, tags=["hf-fviz"]))
     assert found.sha == "f" * 40 and found.old_sha is None and found.tags == ("hf-fviz",)
-    assert isinstance(read_commit(payload(REPO, new=None, old="1" * 40)), str)  # main deleted
+    assert read_commit(payload(REPO, new=None, old="1" * 40)) == "main was deleted"
+    assert read_commit(payload(REPO, new=None, refs=False)) == "payload has neither updatedRefs nor repo.headSha"
     assert [p for p in ["model.safetensors", "config.json", "README.md", "last-checkpoint/model.safetensors", "feature_visualizations/a/grid.png"] if is_model_file(p)] == [
         "model.safetensors",
         "config.json",
@@ -342,3 +347,21 @@ def test_the_space_serves_the_webhook_when_its_secret_is_set(monkeypatch, tmp_pa
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200  # the UI is still there
     finally:
         demo.close()
+
+
+def test_the_webhook_side_never_imports_transformers():
+    """`hf-fviz watch` and the Space's webhook run without transformers; only the Trainer
+    callback needs it. A fresh interpreter, since this test session has imported it already."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from hf_fviz.integrations import COMMIT_MARKER, WatchConfig, launch_with_webhooks, make_webhooks_server, visualize_and_publish\n"
+        "import hf_fviz.cli\n"
+        "assert 'transformers' not in sys.modules, 'transformers imported'\n"
+        "from hf_fviz.integrations import FeatureVisualizationCallback\n"
+        "assert 'transformers' in sys.modules and FeatureVisualizationCallback.__module__ == 'hf_fviz.integrations.trainer'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

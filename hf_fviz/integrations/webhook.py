@@ -1,26 +1,13 @@
-"""Auto-attach: feature visualizations land on model cards without anyone running a command.
+"""The hub webhook: a new commit on `main` of a watched model repo gets a pull request with
+feature visualizations (see `hf_fviz.integrations` for the whole story).
 
-Two ways in:
-
-- **Hub webhook** (`make_webhooks_server`, `launch_with_webhooks`, `hf-fviz watch`): the hub
-  reports a new commit on `main` of a watched model repo; the endpoint checks the secret, answers
-  at once and queues a job. A background worker loads the model *at that commit*, visualizes a
-  small default set (the first classes, or the first channels of the last layer of a backbone)
-  and opens one pull request on the card. A commit is handled once (handled `(repo, sha)` pairs are
-  kept in `STATE_DIR/handled.json`, so a restart does not redo them); a commit that touched no
-  model file (a card edit, our own merged PR) makes no job; a failing job logs one line and
-  commits nothing (`publish` is one atomic commit, made only after every image exists).
-- **Training** (`FeatureVisualizationCallback` for transformers' `Trainer`,
-  `visualize_and_publish` for any script): at the end of training, or on every save that pushes
-  to the hub, visualize the model being trained and put the section on its card (a local folder
-  that the next push uploads, or a pull request).
-
-Our own commits start with `COMMIT_MARKER`, so people and bots can recognise them.
+The endpoint decides fast, in the request (`Watcher.submit`: scope, repo, watched, handled);
+one background thread runs the jobs in order (`Watcher.run_job`); handled commits are kept in
+`STATE_DIR/handled.json`. Served by huggingface_hub's `WebhooksServer` (Gradio + FastAPI).
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoint's annotations at runtime.
 
-import copy
 import fnmatch
 import json
 import logging
@@ -30,18 +17,15 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
-from .errors import FvizError, InvalidSettings, PublishError
+from ..errors import FvizError, InvalidSettings
+from .to_card import COMMIT_MARKER, visualize_and_publish, visualize_kwargs
 
 logger = logging.getLogger("hf_fviz.watch")
 
-COMMIT_MARKER = "[hf-fviz]"
 WEBHOOK_PATH = "hf-fviz"  # served at /webhooks/hf-fviz
 DEFAULT_TAGS = ("hf-fviz",)
 STATE_FILE = "handled.json"
@@ -79,7 +63,7 @@ class AutoSettings:
 
     def check(self, caps: dict[str, int] | None = CPU_CAPS) -> "AutoSettings":
         """Raise `InvalidSettings` for a value out of range (and above `caps` when given)."""
-        from .engine.methods import validate
+        from ..engine.methods import validate
 
         validate(method=self.method, steps=self.steps, size=self.size, crops=self.crops, lr=None)
         if not isinstance(self.units, int) or self.units < 1:
@@ -375,7 +359,7 @@ class Watcher:
     def _api(self) -> Any:
         from huggingface_hub import HfApi
 
-        from . import __version__
+        from .. import __version__
 
         return HfApi(token=self.config.token, library_name="hf_fviz", library_version=__version__)
 
@@ -385,18 +369,11 @@ class Watcher:
             if not any(is_model_file(p) for p in changed):
                 shown = ", ".join(sorted(changed)[:5]) or "nothing"
                 return JobResult(commit, "skipped", f"no model file changed ({shown})")
-        s = self.config.settings
         message = f"{COMMIT_MARKER} Feature visualizations for {commit.sha[:12]}"
         result = visualize_and_publish(
             f"{commit.repo_id}@{commit.sha}",
             repo_id=commit.repo_id,
-            layer=s.layer,
-            units=s.units,
-            method=s.method,
-            steps=s.steps,
-            size=s.size,
-            crops=s.crops,
-            seed=s.seed,
+            **visualize_kwargs(self.config.settings),
             create_pr=True,
             token=self.config.token,
             commit_message=message,
@@ -508,210 +485,13 @@ def launch_with_webhooks(demo: Any, config: WatchConfig | None = None, **launch_
     return app.watcher
 
 
-# ---------------------------------------------------------------------------- training
-def visualize_and_publish(
-    model_or_dir: Any,
-    *,
-    repo_id: str | None = None,
-    layer: str | None = None,
-    units: Sequence[int] | int | None = None,
-    classes: Sequence[str | int] | None = None,
-    method: str = "maco",
-    steps: int = 64,
-    size: int = 224,
-    crops: int = 4,
-    seed: int = 0,
-    local_dir: str | os.PathLike[str] | None = None,
-    create_pr: bool = True,
-    token: str | None = None,
-    out_dir: str | os.PathLike[str] | None = None,
-    commit_message: str | None = None,
-    processor: Any = None,
-    device: str = "auto",
-    progress: Callable[[int, int, Any], None] | None = None,
-) -> Any:
-    """Visualize a model and put the section on its card; returns `card.PublishResult`.
-
-    `model_or_dir`: a `VisionModel`, a model id or local folder (`load_model`), a timm model
-    (`nn.Module`, wrapped from a copy: the live model is left trainable), or a transformers
-    `PreTrainedModel` (saved with `processor` to a temp folder and loaded from there). `repo_id`
-    (`org/name`) is the card's repo; it defaults to the model id. With `local_dir`, the card and
-    images are written into that folder (a clone, or a Trainer's output_dir); otherwise one pull
-    request is opened. `units` may be a number n: the first n units of `layer` (default the
-    model's last layer: its first n classes where it has a head). `out_dir` keeps the output
-    folder (default: a temp folder, removed).
-    """
-    from . import render
-    from .card import publish
-    from .engine.methods import visualize
-    from .hub.vision_model import VisionModel
-
-    with tempfile.TemporaryDirectory(prefix="hf_fviz-") as tmp:
-        model = _as_vision_model(model_or_dir, Path(tmp) / "model", repo_id=repo_id, processor=processor, device=device)
-        if repo_id is None:
-            repo_id = model.id.split("@", 1)[0]
-        if isinstance(units, int) and not isinstance(units, bool):
-            if units < 1:
-                raise InvalidSettings(f"units must be a list of indices or a positive count, got {units}")
-            units = list(range(min(units, model.layer(layer or model.default_layer).units)))
-        copied = not isinstance(model_or_dir, (VisionModel, str, os.PathLike)) or Path(os.fspath(model_or_dir)).is_dir()
-        if copied:
-            model.id = repo_id  # an in-memory model or a local folder: the manifest names the card's repo
-        vis = visualize(model, layer=layer, units=units, classes=classes, method=method, steps=steps, size=size, crops=crops, seed=seed, progress=progress)
-        folder = Path(out_dir) if out_dir is not None else Path(tmp) / "out"
-        render.save(vis, folder, model=model)
-        return publish(repo_id, folder, local_dir=local_dir, create_pr=create_pr, token=token, commit_message=commit_message)
-
-
-def _as_vision_model(model: Any, scratch: Path, *, repo_id: str | None, processor: Any, device: str) -> Any:
-    from .hub import load_model, resolve_device
-    from .hub.vision_model import VisionModel
-
-    if isinstance(model, VisionModel):
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        return load_model(os.fspath(model), device=device)
-    save_pretrained = getattr(model, "save_pretrained", None)
-    if callable(save_pretrained) and hasattr(model, "config") and hasattr(model.config, "to_dict"):
-        # transformers: a saved copy loads through the same path as a hub repo (class from
-        # config.architectures, preprocessing from preprocessor_config.json).
-        scratch.mkdir(parents=True, exist_ok=True)
-        save_pretrained(scratch, safe_serialization=True)
-        if processor is not None and hasattr(processor, "save_pretrained"):
-            processor.save_pretrained(scratch)
-        return load_model(str(scratch), device=device)
-    if hasattr(model, "pretrained_cfg") and hasattr(model, "forward_features"):
-        from .hub.timm_models import wrap_timm
-
-        live = copy.deepcopy(model)  # the VisionModel freezes and folds its module
-        name = repo_id or str(getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__)
-        return wrap_timm(live, model_id=name, revision=None, device=resolve_device(device))
-    raise InvalidSettings(f"cannot visualize a {type(model).__name__}: give a VisionModel, a model id or folder, a timm model or a transformers model")
-
-
-@dataclass
-class _CallbackConfig:
-    layer: str | None
-    units: Sequence[int] | None
-    classes: Sequence[str | int] | None
-    method: str
-    steps: int
-    size: int
-    crops: int
-    seed: int
-    repo_id: str | None
-    local_dir: str | os.PathLike[str] | None
-    create_pr: bool
-    token: str | None
-    on_save: bool
-    on_train_end: bool
-
-
-class FeatureVisualizationCallback(TrainerCallback):
-    """transformers `Trainer` callback: visualize the model and publish to its card.
-
-    Runs at the end of training and (with `args.push_to_hub`) after every save, which is when
-    Trainer pushes `output_dir`. The section and images are written into `local_dir` (default:
-    the Trainer's `output_dir`, so its next upload carries them); `create_pr=True` opens a pull
-    request on `repo_id` instead. The model is visualized from a saved copy, never the live one.
-
-    Note: `trainer.push_to_hub()` rewrites `output_dir/README.md` from its training summary
-    (the images stay); publish after it with `visualize_and_publish(output_dir, repo_id=...)`
-    when you push that way.
-    """
-
-    def __init__(
-        self,
-        *,
-        layer: str | None = None,
-        units: Sequence[int] | None = None,
-        classes: Sequence[str | int] | None = None,
-        method: str = "maco",
-        steps: int = 64,
-        size: int = 224,
-        crops: int = 4,
-        seed: int = 0,
-        repo_id: str | None = None,
-        local_dir: str | os.PathLike[str] | None = None,
-        create_pr: bool = False,
-        token: str | None = None,
-        on_save: bool = True,
-        on_train_end: bool = True,
-    ) -> None:
-        from .engine.methods import validate
-
-        validate(method=method, steps=steps, size=size, crops=crops, lr=None)
-        if units is not None and classes is not None:
-            raise InvalidSettings("give units or classes, not both")
-        if create_pr and local_dir is not None:
-            raise InvalidSettings("give local_dir (write into a folder) or create_pr=True (open a pull request), not both")
-        self.config = _CallbackConfig(layer, units, classes, method, steps, size, crops, seed, repo_id, local_dir, create_pr, token, on_save, on_train_end)  # type: ignore[arg-type]
-        self.results: list[Any] = []
-
-    def _repo_id(self, args: Any) -> str:
-        repo = self.config.repo_id or getattr(args, "hub_model_id", None)
-        if not repo or "/" not in repo:
-            raise PublishError(
-                "FeatureVisualizationCallback needs the card's repo id: pass repo_id='org/name' "
-                "(or TrainingArguments(hub_model_id='org/name'))"
-            )
-        return repo
-
-    def _local_dir(self, args: Any) -> str | os.PathLike[str] | None:
-        if self.config.create_pr:
-            return None
-        return self.config.local_dir if self.config.local_dir is not None else args.output_dir
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._repo_id(args)  # a missing repo id fails before training, not after it
-
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.config.on_save and getattr(args, "push_to_hub", False) and state.is_world_process_zero:
-            self._run(args, kwargs)
-
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.config.on_train_end and state.is_world_process_zero:
-            self._run(args, kwargs)
-
-    def _run(self, args: Any, kwargs: dict[str, Any]) -> None:
-        model = kwargs.get("model")
-        if model is None:
-            raise PublishError("the Trainer passed no model to FeatureVisualizationCallback")
-        c = self.config
-        device = "cpu" if getattr(args, "use_cpu", False) else "auto"
-        start = time.perf_counter()
-        result = visualize_and_publish(
-            model,
-            repo_id=self._repo_id(args),
-            layer=c.layer,
-            units=c.units,
-            classes=c.classes,
-            method=c.method,
-            steps=c.steps,
-            size=c.size,
-            crops=c.crops,
-            seed=c.seed,
-            local_dir=self._local_dir(args),
-            create_pr=c.create_pr,
-            token=c.token,
-            commit_message=f"{COMMIT_MARKER} Feature visualizations after training",
-            processor=kwargs.get("processing_class"),
-            device=device,
-        )
-        self.results.append(result)
-        logger.info("hf-fviz: feature visualizations published in %.1f s: %s", time.perf_counter() - start, result.url or result.local_dir)
-
-
 __all__ = [
     "AutoSettings",
-    "COMMIT_MARKER",
-    "FeatureVisualizationCallback",
     "WatchConfig",
     "WebhookApp",
     "Watcher",
+    "is_model_file",
     "launch_with_webhooks",
     "make_webhooks_server",
     "read_commit",
-    "visualize_and_publish",
 ]
-
