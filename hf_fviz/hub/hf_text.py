@@ -34,6 +34,7 @@ class TextSide:
     pad_to_max: bool
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
 FAMILIES = {
     "clip": TextSide("CLIPTextModelWithProjection", "text_embeds", "visual_projection.weight", False),
     "metaclip_2": TextSide("MetaClip2TextModelWithProjection", "text_embeds", "visual_projection.weight", False),
@@ -110,6 +111,10 @@ class HFTextEncoder:
         if self._loaded is None:
             import transformers
 
+            if not any((self.folder / name).is_file() for name in TOKENIZER_FILES):
+                # transformers would build an empty-vocabulary tokenizer and embed every text alike
+                raise NoTextTower(f"{self.model_id} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...): "
+                                  "its texts cannot be embedded")
             try:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
             except ImportError as err:
