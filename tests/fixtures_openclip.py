@@ -1,4 +1,4 @@
-"""Tiny random image-text repos: OpenCLIP (ViT and timm ConvNeXt towers) and transformers
+"""Tiny random image-text repos: OpenCLIP (ViT, timm ConvNeXt and ViT trunks, ModifiedResNet) and transformers
 CLIP / SigLIP full models, each with a tokenizer that works offline.
 
 OpenCLIP repos are written the way open_clip's own `push_to_hf_hub` writes them: the full
@@ -29,6 +29,12 @@ OPENCLIP = {
     "tiny-openclip-convnext": {"embed_dim": 16, "text_cfg": TEXT,
                                "vision_cfg": {"timm_model_name": "test_convnext", "timm_model_pretrained": False,
                                               "timm_pool": "", "timm_proj": "linear", "image_size": 64}},
+    # a timm ViT trunk with attention-pool head, as SigLIP's; open_clip builds it at timm's own size
+    "tiny-openclip-timm-vit": {"embed_dim": 64, "text_cfg": TEXT, "custom_text": True,  # 64: test_vit's width
+                               "vision_cfg": {"timm_model_name": "test_vit", "timm_model_pretrained": False,
+                                              "timm_pool": "map", "timm_proj": "none", "image_size": 160}},
+    "tiny-openclip-rn": {"embed_dim": 16, "text_cfg": TEXT,  # OpenAI's ModifiedResNet
+                         "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 64}},
 }
 CARD = "---\nlibrary_name: open_clip\nlicense: apache-2.0\ntags:\n- clip\n---\n# {name}\n\nTiny random OpenCLIP model for tests.\n"
 WORDS = ["a", "an", "photo", "of", "red", "green", "blue", "apple", "dog", "cat", "car", "tree", "sky", "fish"]

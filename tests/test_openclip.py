@@ -20,6 +20,7 @@ from hf_fviz.engine.transforms import resize_whole
 from tests.fixtures_openclip import MEAN, ORG, STD
 
 VIT, CONVNEXT = f"{ORG}/tiny-openclip-vit", f"{ORG}/tiny-openclip-convnext"
+TIMM_VIT, RESNET = f"{ORG}/tiny-openclip-timm-vit", f"{ORG}/tiny-openclip-rn"
 CLIP, SIGLIP = f"{ORG}/tiny-clip-text", f"{ORG}/tiny-siglip-text"
 IMAGE_TEXT = [VIT, CONVNEXT, CLIP, SIGLIP]
 FAST = {"steps": 4, "size": 64, "crops": 1}
@@ -76,7 +77,20 @@ def test_openclip_convnext_tower_by_id():
     torch.testing.assert_close(got, trunk_block.mlp.act(seen["fc1"]).permute(0, 3, 1, 2))
 
 
-@pytest.mark.parametrize("repo", [VIT, CONVNEXT])
+@pytest.mark.parametrize(("repo", "family", "first", "kind"), [
+    (TIMM_VIT, "vit", "visual.trunk.blocks.0.mlp.act", "tokens"),
+    (RESNET, "cnn", "visual.layer1.0", "conv"),
+])
+def test_other_openclip_towers_by_id(repo, family, first, kind):
+    vm = hf_fviz.load_model(repo, device="cpu")
+    layers = vm.layers()
+    assert vm.family == family and layers[0].name == first and layers[-1].name == "embedding"
+    assert all(layer.kind == kind for layer in layers[:-1])
+    if kind == "tokens":  # timm's own count: test_vit has a class token, 160 px / 16 px patches
+        assert {(layer.prefix_tokens, layer.grid) for layer in layers[:-1]} == {(1, (10, 10))}
+
+
+@pytest.mark.parametrize("repo", [VIT, CONVNEXT, TIMM_VIT, RESNET])
 def test_openclip_embeddings_equal_open_clips_own(hub_repos, repo):
     """The weights are the checkpoint's: image and text embeddings equal open_clip's own model."""
     vm = hf_fviz.load_model(repo, device="cpu")
@@ -101,7 +115,7 @@ def test_transformers_image_text_embeddings_equal_the_full_models(hub_repos, rep
     tok = tf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     x = vm.normalize(torch.rand(2, 3, *vm.input_size, generator=torch.Generator().manual_seed(2)))
     texts = ["a red apple", "a dog"]
-    batch = tok(texts, padding="max_length" if siglip else True, max_length=16, return_tensors="pt")
+    batch = tok(texts, padding="max_length" if siglip else True, truncation=True, max_length=16, return_tensors="pt")
     with torch.no_grad():
         image = full.get_image_features(pixel_values=x)
         text = full.get_text_features(**({"input_ids": batch["input_ids"]} if siglip else batch))

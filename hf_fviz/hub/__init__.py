@@ -52,7 +52,7 @@ def load_model(
     if found.library == "open_clip":
         from .openclip_models import load_open_clip
 
-        return load_open_clip(found.folder, found.config, model_id=found.model_id, revision=found.revision,
+        return load_open_clip(found.folder, model_id=found.model_id, revision=found.revision,
                               device=dev, allow_pickle=allow_pickle)
     from .hf_models import load_transformers
     from .hf_text import add_text_side

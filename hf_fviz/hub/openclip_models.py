@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CorruptWeights, MissingDependency, ModelNotFound, UnsafeWeights, UnsupportedArchitecture
+from ..errors import CorruptWeights, MissingDependency, ModelNotFound, NoTextTower, UnsafeWeights, UnsupportedArchitecture
 from .vision_model import EMBEDDING, LayerSpec, VisionModel, first_tensor, nhwc_to_nchw
 
 SAFE_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors")
@@ -60,10 +60,11 @@ class ImageTower(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- entry point
-def load_open_clip(folder: Path, config: dict[str, Any], *, model_id: str, revision: str | None,
+def load_open_clip(folder: Path, *, model_id: str, revision: str | None,
                    device: torch.device, allow_pickle: bool) -> VisionModel:
     """Build the model with open_clip from the local snapshot, load its weights, describe its image
-    tower; the tokenizer is made on the first `embed_text` (a channel run needs none)."""
+    tower; the tokenizer is made on the first `embed_text` (a channel run needs none). open_clip
+    reads `open_clip_config.json` from the folder itself (`local-dir:`), after hf_fviz resolved it."""
     open_clip = import_open_clip(model_id)
     folder = Path(folder)
     weights = _weights_file(folder, model_id, allow_pickle)
@@ -76,11 +77,13 @@ def load_open_clip(folder: Path, config: dict[str, Any], *, model_id: str, revis
     specs, family = image_specs(visual, input_size, model_id)
     specs.append(LayerSpec(EMBEDDING, "visual", "logits"))
     model.to(device)
-    return VisionModel(
+    vm = VisionModel(
         id=model_id, module=ImageTower(visual), specs=specs, input_size=input_size,
         mean=mean, std=std, library="open_clip", family=family, revision=revision, device=device,  # type: ignore[arg-type]
         text_encoder=TextEncoder(open_clip, model, folder, model_id), embedding_layer=EMBEDDING,
     )
+    model.visual = vm.module.visual  # the batch-norm-folded copy where one was made: one image tower in memory
+    return vm
 
 
 def _weights_file(folder: Path, model_id: str, allow_pickle: bool) -> Path:
@@ -154,10 +157,10 @@ class TextEncoder:
             try:
                 with _quiet():
                     self._tokenizer = self.open_clip.get_tokenizer(f"local-dir:{self.folder}")
-            except (OSError, ValueError, ImportError) as err:
-                raise MissingDependency(
-                    f"{self.model_id}: cannot load its tokenizer ({_first_line(err)})"
-                ) from None
+            except ImportError as err:
+                raise MissingDependency(f"{self.model_id}: its tokenizer needs a package: {_first_line(err)}") from None
+            except (OSError, ValueError, KeyError) as err:
+                raise NoTextTower(f"{self.model_id}: cannot load its tokenizer ({_first_line(err)})") from None
         return self._tokenizer
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
