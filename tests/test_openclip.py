@@ -269,3 +269,19 @@ def test_damaged_openclip_config_is_one_line(tmp_path):
     (folder / "open_clip_model.safetensors").write_bytes(b"")
     with pytest.raises(errors.UnsupportedArchitecture, match="no model_cfg"):
         hf_fviz.load_model(str(folder))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other model"])
+def test_damaged_openclip_weights_are_one_line(hub_repos, tmp_path, damage):
+    src = _snapshot(hub_repos, VIT)
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    shutil.copy(src / "open_clip_config.json", folder)
+    if damage == "truncated":
+        data = (src / "open_clip_model.safetensors").read_bytes()
+        (folder / "open_clip_model.safetensors").write_bytes(data[: len(data) // 3])
+    else:  # the weights of another architecture under this config
+        shutil.copy(_snapshot(hub_repos, RESNET) / "open_clip_model.safetensors", folder)
+    with pytest.raises(errors.CorruptWeights, match="open_clip_model.safetensors") as err:
+        hf_fviz.load_model(str(folder))
+    assert "\n" not in str(err.value)

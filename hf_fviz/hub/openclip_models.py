@@ -107,11 +107,12 @@ def _weights_file(folder: Path, model_id: str, allow_pickle: bool) -> Path:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """open_clip logs a warning for every model it builds without weights: we load them just after."""
-    logging.disable(logging.WARNING)
+    before = logging.root.manager.disable
+    logging.disable(max(before, logging.WARNING))
     try:
         yield
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(before)
 
 
 def _build(open_clip: Any, folder: Path, weights: Path, model_id: str) -> nn.Module:
