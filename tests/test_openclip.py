@@ -285,3 +285,14 @@ def test_damaged_openclip_weights_are_one_line(hub_repos, tmp_path, damage):
     with pytest.raises(errors.CorruptWeights, match="open_clip_model.safetensors") as err:
         hf_fviz.load_model(str(folder))
     assert "\n" not in str(err.value)
+
+
+def test_text_side_only_for_full_image_text_checkpoints(hub_repos):
+    """A classifier fine-tuned from CLIP keeps `text_config` but has no projection to compare in."""
+    from hf_fviz.hub.hf_text import add_text_side
+
+    vm = hf_fviz.load_model("org/tiny-resnet", device="cpu")
+    folder = _snapshot(hub_repos, CLIP)
+    config = json.loads((folder / "config.json").read_text())
+    assert add_text_side(vm, folder, {**config, "architectures": ["CLIPForImageClassification"]}, allow_pickle=False) is vm
+    assert add_text_side(vm, folder, {**config, "model_type": "clip_vision_model"}, allow_pickle=False) is vm

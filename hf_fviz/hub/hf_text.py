@@ -28,6 +28,7 @@ class TextSide:
     projection's checkpoint key (None: the pooled image output is the embedding), and how it was
     trained to read texts (SigLIP: padded to the full length, no attention mask)."""
 
+    full_class: str
     text_class: str
     output: str
     projection: str | None
@@ -36,18 +37,20 @@ class TextSide:
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
 FAMILIES = {
-    "clip": TextSide("CLIPTextModelWithProjection", "text_embeds", "visual_projection.weight", False),
-    "metaclip_2": TextSide("MetaClip2TextModelWithProjection", "text_embeds", "visual_projection.weight", False),
-    "siglip": TextSide("SiglipTextModel", "pooler_output", None, True),
-    "siglip2": TextSide("Siglip2TextModel", "pooler_output", None, True),
+    "clip": TextSide("CLIPModel", "CLIPTextModelWithProjection", "text_embeds", "visual_projection.weight", False),
+    "metaclip_2": TextSide("MetaClip2Model", "MetaClip2TextModelWithProjection", "text_embeds", "visual_projection.weight", False),
+    "siglip": TextSide("SiglipModel", "SiglipTextModel", "pooler_output", None, True),
+    "siglip2": TextSide("Siglip2Model", "Siglip2TextModel", "pooler_output", None, True),
 }
 
 
 def add_text_side(vm: VisionModel, folder: Path, config: dict[str, Any], *, allow_pickle: bool) -> VisionModel:
     """`vm` with the embedding layer and a text encoder when the repo is a full image-text model;
-    `vm` unchanged for vision-only repos (a `*VisionModel` checkpoint has no text tower)."""
+    `vm` unchanged for vision-only repos (a `*VisionModel` checkpoint has no text tower) and for
+    classifiers fine-tuned from one (`CLIPForImageClassification`: their head replaced the projection)."""
     side = FAMILIES.get(str(config.get("model_type") or ""))
-    if side is None or not isinstance(config.get("text_config"), dict):
+    archs = config.get("architectures") or [""]
+    if side is None or not isinstance(config.get("text_config"), dict) or archs[0] not in ("", side.full_class):
         return vm
     weight = None
     if side.projection is not None:
