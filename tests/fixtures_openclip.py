@@ -14,6 +14,7 @@ word-level `tokenizers` tokenizer for SigLIP, whose own one needs sentencepiece)
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -129,6 +130,14 @@ def build(src_root: Path) -> dict[str, Path]:
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        return {**build_openclip(src_root), **build_transformers(src_root)}
+        out = {**build_openclip(src_root), **build_transformers(src_root)}
     finally:
         transformers.logging.set_verbosity(verbosity)
+    # LAION's layout: a transformers copy (config.json, model.safetensors) beside the OpenCLIP files
+    dual = Path(src_root) / "openclip" / "tiny-clip-dual"
+    if not dual.is_dir():
+        shutil.copytree(out[f"{ORG}/tiny-clip-text"], dual)
+        for name in ("open_clip_config.json", "open_clip_model.safetensors", "README.md"):
+            shutil.copy(out[f"{ORG}/tiny-openclip-vit"] / name, dual / name)
+    out[f"{ORG}/tiny-clip-dual"] = dual
+    return out

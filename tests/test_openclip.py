@@ -246,6 +246,11 @@ def test_pickle_only_openclip_repo_needs_allow_pickle(hub_repos, tmp_path):
     assert vm.library == "open_clip" and vm.layer("embedding").units == 16
 
 
+def test_hub_repo_with_both_configs_follows_its_card():
+    vm = hf_fviz.load_model(f"{ORG}/tiny-clip-dual", device="cpu")  # its card says library_name: open_clip
+    assert vm.library == "open_clip" and vm.layers()[0].name == "visual.transformer.resblocks.0.mlp.gelu"
+
+
 @pytest.mark.parametrize(("card", "library"), [("---\nlibrary_name: open_clip\n---\n", "open_clip"),
                                                ("---\nlibrary_name: transformers\n---\n", "transformers"),
                                                (None, "transformers")])
