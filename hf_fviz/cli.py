@@ -427,6 +427,9 @@ def _visualize_parser(sub: argparse._SubParsersAction) -> Handler:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--units", default=None, help="unit indices, e.g. 3,7,9 (default: the first 4)")
     which.add_argument("--classes", default=None, help='class names (case-insensitive) or indices, e.g. "tabby cat,espresso"')
+    which.add_argument("--text", action="append", default=None, metavar="TEXT",
+                       help='image-text models (OpenCLIP, CLIP, SigLIP): maximize the similarity to this text, e.g. "a red apple" '
+                            "(repeat for one image per text)")
     p.add_argument("--method", default="maco", choices=list(METHODS))
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimization steps, {LIMITS['steps'][0]}..{LIMITS['steps'][1]} (default {DEFAULT_STEPS})")
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"canvas side in pixels, {LIMITS['size'][0]}..{LIMITS['size'][1]} (default {DEFAULT_SIZE})")
@@ -474,6 +477,13 @@ def _visualize(args: argparse.Namespace) -> int:
         units = [int(t) for t in raw]
     if args.classes is not None:
         classes = _split_targets(args.classes, "--classes")
+    texts = None
+    if args.text is not None:
+        from .engine import objectives
+
+        if args.layer is not None:
+            raise InvalidSettings(f"--text compares the image embedding with the text's; drop --layer {args.layer}")
+        texts = [objectives.text(t) for t in args.text]
     model = _load(args)
     if classes is not None:
         classes = [model.class_index(c) for c in classes]  # fail fast, before any compute
@@ -491,7 +501,7 @@ def _visualize(args: argparse.Namespace) -> int:
 
     try:
         vis = visualize(
-            model, layer=args.layer, units=units, classes=classes, method=args.method, steps=args.steps, size=args.size,
+            model, layer=args.layer, units=units, classes=classes, objectives=texts, method=args.method, steps=args.steps, size=args.size,
             crops=args.crops, seed=args.seed, lr=args.lr, spectrum=args.spectrum, progress=progress,
             batch_size=args.batch_size, max_seconds=args.max_seconds,
         )

@@ -91,6 +91,10 @@ class MissingDependency(FvizError, ImportError):
     """An optional package a command needs is not installed (e.g. horama for `bench`)."""
 
 
+class NoTextTower(FvizError, ValueError):
+    """A text objective (`--text`) asked of a model without a text tower (a plain classifier)."""
+
+
 class AtlasError(FvizError, RuntimeError):
     """An atlas folder that is incomplete, damaged, busy, or made with other settings."""
 

@@ -44,6 +44,9 @@ def _builders():
         pass
     else:
         mods.append(fixtures_hf)
+    from tests import fixtures_openclip
+
+    mods.append(fixtures_openclip)
     return mods
 
 

@@ -166,7 +166,8 @@ def visualize(
         layer: layer name (`hf-fviz layers MODEL`); default `logits` where the model has a head.
         units: unit indices (channels or classes); default the first 4.
         classes: class names (case-insensitive, any synonym) or indices; implies `logits`.
-        objectives: custom `Objective`s instead of units (one image each).
+        objectives: custom `Objective`s instead of units (one image each), e.g. `objectives.text("a red apple")`
+            on image-text models.
         method: 'maco' (phase only, natural magnitude), 'fourier' (Olah et al.) or 'pixel'.
         steps, size, crops: optimization steps, canvas side in pixels, crops per step.
         seed: fixes the result on one device (the same seed gives every unit the same start).
@@ -200,6 +201,7 @@ def visualize(
     if objectives is not None:
         if units is not None or classes is not None:
             raise InvalidSettings("give objectives, or units/classes, not both")
+        objectives = [o.bind(model) for o in objectives]  # text objectives embed their text here, once
         targets: list[tuple[int | None, obj.Objective, str, str]] = [(None, o, repr(o), ",".join(o.layers())) for o in objectives]
     else:
         name, picked = _targets(model, layer, units, classes)

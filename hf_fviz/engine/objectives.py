@@ -6,6 +6,10 @@ An objective knows the layer(s) it reads and maps their activations, in the cano
     >>> from hf_fviz import objectives as obj
     >>> o = obj.channel("layer3", 7) - 0.5 * obj.channel("layer3", 9) + obj.class_logit(285)
 
+Image-text models: `text("a red apple")` maximizes the cosine similarity between the image
+embedding and that text's embedding from the model's own text tower; it is embedded once, when
+`visualize()` binds the objective to its model (`objective.bind(model)` does it by hand).
+
 Token layers: a channel is averaged over the patch tokens only (CLS, distillation and register
 tokens excluded); a neuron picks one patch (default: the centre of the grid).
 
@@ -24,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..errors import InvalidSettings
 from ..hub.vision_model import LOGITS, Layer
 
 Acts = Mapping[str, torch.Tensor]
@@ -59,6 +64,10 @@ class Objective:
     def evaluate(self, acts: Acts, info: Mapping[str, Layer], params: Iterator[torch.Tensor]) -> torch.Tensor:
         """Values (rows,) given per-row parameters drawn from `params` in tree order."""
         raise NotImplementedError
+
+    def bind(self, model: Any) -> Objective:
+        """This objective with whatever needs the model filled in (a text's embedding); most need nothing."""
+        return self
 
     def __call__(self, acts: Acts | torch.Tensor, info: Mapping[str, Layer] | None = None) -> torch.Tensor:
         """One value per row of the activations (a tensor is taken as this objective's only layer)."""
@@ -108,6 +117,9 @@ class Sum(Objective):
 
     def params(self) -> list[torch.Tensor]:
         return [p for t in self.terms for p in t.params()]
+
+    def bind(self, model: Any) -> Objective:
+        return Sum(tuple(t.bind(model) for t in self.terms), self.weights)
 
     def evaluate(self, acts: Acts, info: Mapping[str, Layer], params: Iterator[torch.Tensor]) -> torch.Tensor:
         total = None
@@ -243,6 +255,61 @@ class Direction(_Leaf):
         return out.mean(dim=1)
 
 
+@dataclass(frozen=True, eq=False)
+class TextSimilarity(_Leaf):
+    """Cosine similarity between the image embedding (the model's `embedding_layer`, N x D) and a
+    text's embedding in the same space (CLIP's zero-shot score, without the temperature)."""
+
+    layer: str
+    vector: tuple[float, ...]
+    prompt: str = ""
+
+    def structure(self) -> tuple[Any, ...]:
+        return ("text", self.layer, len(self.vector))
+
+    def params(self) -> list[torch.Tensor]:
+        return [torch.tensor(self.vector, dtype=torch.float32)]
+
+    def evaluate(self, acts: Acts, info: Mapping[str, Layer], params: Iterator[torch.Tensor]) -> torch.Tensor:
+        a, v = acts[self.layer].float().flatten(1), next(params).float()
+        if a.shape[-1] != v.shape[-1]:
+            raise ValueError(f"text embedding has {v.shape[-1]} values but layer '{self.layer}' has {a.shape[-1]}")
+        return torch.nn.functional.cosine_similarity(a, v, dim=-1)
+
+    def __repr__(self) -> str:
+        return f"text({self.prompt!r})"
+
+
+@dataclass(frozen=True, eq=False)
+class Text(Objective):
+    """A text not embedded yet: `bind(model)` embeds it (no gradient, once) with the model's own
+    tokenizer and text tower and returns the `TextSimilarity` to maximize."""
+
+    prompt: str
+
+    def bind(self, model: Any) -> Objective:
+        vector = model.embed_text([self.prompt])[0]  # NoTextTower for models without a text tower
+        return TextSimilarity(model.embedding_layer, tuple(vector.tolist()), self.prompt)
+
+    def _unbound(self) -> InvalidSettings:
+        return InvalidSettings(f"{self!r} is not bound to a model: pass it to visualize() or call .bind(model) first")
+
+    def layers(self) -> tuple[str, ...]:
+        raise self._unbound()
+
+    def structure(self) -> tuple[Any, ...]:
+        raise self._unbound()
+
+    def params(self) -> list[torch.Tensor]:
+        raise self._unbound()
+
+    def evaluate(self, acts: Acts, info: Mapping[str, Layer], params: Iterator[torch.Tensor]) -> torch.Tensor:
+        raise self._unbound()
+
+    def __repr__(self) -> str:
+        return f"text({self.prompt!r})"
+
+
 # ---------------------------------------------------------------------------- constructors
 def channel(layer: str, unit: int) -> Objective:
     """Mean activation of channel `unit` of `layer` (patch tokens only on token layers)."""
@@ -271,6 +338,14 @@ def direction(layer: str, vector: Sequence[float] | torch.Tensor, *, cossim_pow:
     """A direction in a layer's channel space (e.g. a concept vector), Lucid's dot x cos^pow."""
     vec = vector.detach().flatten().tolist() if isinstance(vector, torch.Tensor) else [float(v) for v in vector]
     return Direction(layer, tuple(vec), float(cossim_pow))
+
+
+def text(prompt: str) -> Objective:
+    """Cosine similarity between the image embedding and `prompt`'s embedding from the model's own
+    text tower and tokenizer (image-text models: OpenCLIP, CLIP, SigLIP, MetaCLIP)."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidSettings("a text objective needs a non-empty text")
+    return Text(prompt.strip())
 
 
 def for_unit(layer: Layer | str, unit: int) -> Objective:

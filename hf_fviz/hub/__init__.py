@@ -1,4 +1,4 @@
-"""Model id -> VisionModel, for timm and transformers repos, local folders and builtins."""
+"""Model id -> VisionModel, for timm, transformers and OpenCLIP repos, local folders and builtins."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def load_model(
     """Load a hub vision model by id as a hookable `VisionModel`.
 
     Args:
-        model_id: `org/name[@revision]`, a local folder in hub layout, or `builtin:mobilenetv2` /
+        model_id: `org/name[@revision]` (a timm, transformers or OpenCLIP repo), a local folder in hub layout, or `builtin:mobilenetv2` /
             `builtin:efficientnet-lite0` (real ImageNet models that work offline).
         revision: branch, tag or commit; also accepted as `model_id@revision`.
         device: `auto` (CUDA when present), `cpu` or `cuda`.
@@ -49,9 +49,16 @@ def load_model(
         from .timm_models import load_timm
 
         return load_timm(found.folder, found.config, model_id=found.model_id, revision=found.revision, device=dev)
-    from .hf_models import load_transformers
+    if found.library == "open_clip":
+        from .openclip_models import load_open_clip
 
-    return load_transformers(
+        return load_open_clip(found.folder, model_id=found.model_id, revision=found.revision,
+                              device=dev, allow_pickle=allow_pickle)
+    from .hf_models import load_transformers
+    from .hf_text import add_text_side
+
+    vm = load_transformers(
         found.folder, found.config, model_id=found.model_id, revision=found.revision, device=dev,
         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
     )
+    return add_text_side(vm, found.folder, found.config, allow_pickle=allow_pickle)

@@ -1,7 +1,9 @@
 """Model id -> local folder + owning library, with the safety checks done before any weights load.
 
 A model id is a hub id (`org/name`, optional `@revision`), a local directory in hub layout, or
-`builtin:NAME`. The hub is reached only through huggingface_hub, so `HF_HUB_OFFLINE=1` makes
+`builtin:NAME`. The owning library comes from the repo's files: `config.json` (timm or
+transformers) or `open_clip_config.json` (OpenCLIP); a repo with both (LAION's CLIP repos carry a
+transformers copy) goes to the library its card names in `library_name`, else to `config.json`. The hub is reached only through huggingface_hub, so `HF_HUB_OFFLINE=1` makes
 everything work from the cache. Pickle weights and remote code are refused unless allowed.
 """
 
@@ -28,7 +30,9 @@ _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,199}$")
 SAFE_WEIGHTS = (".safetensors",)
 PICKLE_WEIGHTS = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
-_DOWNLOAD = ["*.json", "*.safetensors", "*.txt", "README.md"]
+_DOWNLOAD = ["*.json", "*.safetensors", "*.txt", "*.model", "README.md"]  # *.model: sentencepiece tokenizers
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+Library = Literal["timm", "transformers", "open_clip"]
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,8 @@ class Resolved:
 
     model_id: str  # what the user asked for, without @revision
     folder: Path
-    library: Literal["timm", "transformers"]
-    config: dict[str, Any]
+    library: Library
+    config: dict[str, Any]  # config.json, or open_clip_config.json for OpenCLIP
     revision: str | None  # commit sha when known
 
 
@@ -75,17 +79,17 @@ def resolve(model_id: str, *, revision: str | None = None, allow_pickle: bool = 
     local = Path(repo_id).expanduser()
     if local.is_dir():
         files = [str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()]
-        config = _read_config(local, repo_id)
-        library = _library(config, repo_id, trust_remote_code)
+        card = _card_library(local / "README.md") if _ambiguous(files) else None
+        library, config = _detect(local, files, repo_id, trust_remote_code, card)
         _check_weights(files, repo_id, allow_pickle)
         return Resolved(repo_id, local.resolve(), library, config, None)
 
     config_path = _hub_call(lambda: _download_config(repo_id, revision), repo_id, revision)
     folder = Path(config_path).parent
     sha = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
-    config = _read_config(folder, repo_id)
-    library = _library(config, repo_id, trust_remote_code)
     files = _hub_call(lambda: _list_files(repo_id, sha or revision, folder), repo_id, revision)
+    card = _card_library(_download_card(repo_id, sha or revision)) if _ambiguous(files) else None
+    library, config = _detect(folder, files, repo_id, trust_remote_code, card)
     _check_weights(files, repo_id, allow_pickle)
     patterns = _DOWNLOAD + (["*" + ext for ext in PICKLE_WEIGHTS] if allow_pickle else [])
     if trust_remote_code:
@@ -96,9 +100,27 @@ def resolve(model_id: str, *, revision: str | None = None, allow_pickle: bool = 
 
 # ---------------------------------------------------------------------------- hub calls
 def _download_config(repo_id: str, revision: str | None) -> str:
+    """`config.json`, else `open_clip_config.json` (OpenCLIP repos may have no config.json)."""
+    from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download
 
-    return hf_hub_download(repo_id, "config.json", revision=revision)
+    try:
+        return hf_hub_download(repo_id, "config.json", revision=revision)
+    except hf_errors.EntryNotFoundError as missing:  # offline, LocalEntryNotFoundError is one too
+        try:
+            return hf_hub_download(repo_id, OPEN_CLIP_CONFIG, revision=revision)
+        except hf_errors.EntryNotFoundError:
+            raise missing from None
+
+
+def _download_card(repo_id: str, revision: str | None) -> Path | None:
+    """The repo's README.md, or None when it has none (or it cannot be fetched): a card is only a hint."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, "README.md", revision=revision))
+    except Exception:  # noqa: BLE001 - no card, offline, ...: fall back to config.json
+        return None
 
 
 def _list_files(repo_id: str, revision: str | None, folder: Path) -> list[str]:
@@ -137,7 +159,7 @@ def _hub_call(fn, repo_id: str, revision: str | None):
         ) from None
     except hf_errors.EntryNotFoundError:
         raise UnsupportedArchitecture(
-            f"{repo_id}{at} has no config.json: not a timm or transformers model"
+            f"{repo_id}{at} has no config.json or {OPEN_CLIP_CONFIG}: not a timm, transformers or OpenCLIP model"
         ) from None
     except hf_errors.RepositoryNotFoundError:
         raise ModelNotFound(
@@ -151,17 +173,49 @@ def _hub_call(fn, repo_id: str, revision: str | None):
 
 
 # ---------------------------------------------------------------------------- checks
-def _read_config(folder: Path, repo_id: str) -> dict[str, Any]:
-    path = Path(folder) / "config.json"
+def _read_config(folder: Path, repo_id: str, name: str = "config.json") -> dict[str, Any]:
+    path = Path(folder) / name
     if not path.is_file():
-        raise UnsupportedArchitecture(f"{repo_id} has no config.json: not a timm or transformers model")
+        raise UnsupportedArchitecture(
+            f"{repo_id} has no config.json or {OPEN_CLIP_CONFIG}: not a timm, transformers or OpenCLIP model"
+        )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CorruptWeights(f"{repo_id}: config.json is not valid JSON ({err})") from None
+        raise CorruptWeights(f"{repo_id}: {name} is not valid JSON ({err})") from None
     if not isinstance(config, dict):
-        raise CorruptWeights(f"{repo_id}: config.json is not a JSON object")
+        raise CorruptWeights(f"{repo_id}: {name} is not a JSON object")
     return config
+
+
+def _ambiguous(files: list[str]) -> bool:
+    return "config.json" in files and OPEN_CLIP_CONFIG in files
+
+
+def _card_library(card: Path | None) -> str | None:
+    """`library_name` from a model card's YAML metadata, or None."""
+    if card is None or not Path(card).is_file():
+        return None
+    try:
+        from huggingface_hub import metadata_load
+
+        value = (metadata_load(card) or {}).get("library_name")
+    except Exception:  # noqa: BLE001 - a damaged card is no reason to refuse a model
+        return None
+    return str(value) if value else None
+
+
+def _detect(folder: Path, files: list[str], repo_id: str, trust_remote_code: bool,
+            card_library: str | None) -> tuple[Library, dict[str, Any]]:
+    """(library, its config): OpenCLIP when the repo has only `open_clip_config.json`, or both
+    configs and a card saying `library_name: open_clip`; else what `config.json` describes."""
+    if OPEN_CLIP_CONFIG in files and ("config.json" not in files or card_library == "open_clip"):
+        config = _read_config(folder, repo_id, OPEN_CLIP_CONFIG)
+        if not isinstance(config.get("model_cfg"), dict):
+            raise UnsupportedArchitecture(f"{repo_id}: {OPEN_CLIP_CONFIG} has no model_cfg: not an OpenCLIP model")
+        return "open_clip", config
+    config = _read_config(folder, repo_id)
+    return _library(config, repo_id, trust_remote_code), config
 
 
 def _library(config: dict[str, Any], repo_id: str, trust_remote_code: bool) -> Literal["timm", "transformers"]:

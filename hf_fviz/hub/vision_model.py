@@ -17,10 +17,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..errors import UnitOutOfRange, UnknownClass, UnknownLayer, suggest
+from ..errors import NoTextTower, UnitOutOfRange, UnknownClass, UnknownLayer, suggest
 
 LayerKind = Literal["conv", "tokens", "logits"]
 LOGITS = "logits"
+EMBEDDING = "embedding"  # image-text models: the image embedding, where texts are compared
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class VisionModel:
 
     `module` takes a normalized batch (N, 3, H, W) and returns the model's usual output;
     `logits_fn` maps that output to (N, K) class logits (None for backbones without a head).
+    Image-text models (CLIP, SigLIP, OpenCLIP) also carry `text_encoder` (texts -> their embeddings
+    from the model's own tokenizer and text tower) and `embedding_layer`, the layer holding the
+    image embedding in the same space; both None for vision-only models.
     """
 
     id: str
@@ -103,7 +107,7 @@ class VisionModel:
     input_size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    library: Literal["timm", "transformers"]
+    library: Literal["timm", "transformers", "open_clip"]
     family: Literal["cnn", "vit"]
     revision: str | None = None
     labels: list[str] | None = None
@@ -112,6 +116,8 @@ class VisionModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     fold_bn: bool = True
     folded_norms: int = 0
+    text_encoder: Callable[[list[str]], torch.Tensor] | None = None
+    embedding_layer: str | None = None
     _layers: list[Layer] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -236,6 +242,17 @@ class VisionModel:
         if not captured:
             raise RuntimeError(f"adapter bug: layer '{name}' of {self.id} was never reached in the forward pass")
         return captured[0]
+
+    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """(len(texts), D) float32 CPU embeddings of texts from the model's own text tower, computed
+        without gradients; raises `NoTextTower` for models without one."""
+        if self.text_encoder is None or self.embedding_layer is None:
+            raise NoTextTower(
+                f"{self.id} has no text tower: text objectives need an image-text model "
+                "(OpenCLIP, or a transformers CLIP / SigLIP / MetaCLIP repo)"
+            )
+        with torch.no_grad():
+            return self.text_encoder([str(t) for t in texts]).detach().float().cpu()
 
     def to(self, device: str | torch.device) -> VisionModel:
         self.device = torch.device(device)
