@@ -506,7 +506,8 @@ def _body_start(text: str) -> int:
 def upsert_section(text: str, section: str) -> str:
     """Put `section` between the markers: replace the existing section, or append one.
 
-    The new section takes the line endings of the section it replaces (or of the card)."""
+    The new section takes the line ending that follows the old section's start marker (or the
+    card's)."""
     body = _body_start(text)
     start = text.find(START, body)
     if start >= 0:
@@ -514,7 +515,8 @@ def upsert_section(text: str, section: str) -> str:
         if end < 0:
             raise PublishError(f"README.md has {START} but no {END}; remove the broken section first")
         end += len(END)
-        eol = "\r\n" if "\r\n" in text[start:end] else "\n"
+        after_start = start + len(START)  # the line ending right after the start marker sets the section's
+        eol = "\r\n" if text.startswith("\r\n", after_start) else "\n"
         return text[:start] + _block(section, eol) + text[end:]
     eol = _eol(text[body:]) if text[body:] else _eol(text)
     if eol == "\r":
