@@ -112,11 +112,9 @@ def check(builder: Builder, work: Path, *, steps: int = 4, size: int = 64) -> Ro
 
 
 def _skip_big(builders: Sequence[Builder]) -> tuple[list[Builder], list[Row]]:
-    from .zoo_models import _meta_params
-
     keep, skipped = [], []
     for b in builders:
-        n = _meta_params(b.name) if b.library == "timm" else None
+        n = b.params
         if n is not None and n > MAX_PARAMS:
             skipped.append(Row(b.library, b.family, b.name, ok=False, params=n,
                                reason=f"skipped: smallest variant has {n / 1e6:.0f} M parameters (zoo budget {MAX_PARAMS / 1e6:.0f} M)"))
@@ -145,11 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", default=None, help="comma-separated families / model types")
     p.add_argument("--extra", action="append", default=[], help="module:function returning more zoo Builders")
     p.add_argument("--json", default=None, help="also write every row to this JSON file")
+    p.add_argument("--jobs", type=int, default=1, help="models checked in parallel processes (each single-threaded)")
     args = p.parse_args(argv)
     only = args.only.split(",") if args.only else None
     builders: list[Builder] = []
     if args.library in ("timm", "all"):
-        builders += timm_builders(only)
+        builders += timm_builders(only, jobs=args.jobs)
     if args.library in ("transformers", "all"):
         builders += hf_builders(only)
     for spec in args.extra:
@@ -158,19 +157,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     builders, rows = _skip_big(builders)
     work = Path(tempfile.mkdtemp(prefix="hf_fviz_zoo_"))
     try:
-        for b in builders:
-            t0 = time.perf_counter()
-            row = check(b, work)
+        for row in _run(builders, work, jobs=args.jobs):
             rows.append(row)
             status = "ok  " if row.ok else "FAIL"
-            print(f"{status} {b.library:<12} {b.family:<28} {b.name:<40} layers={row.layers:<4} "
-                  f"{row.layers_seconds:>5.1f}s total={time.perf_counter() - t0:5.1f}s {row.reason}", flush=True)
+            print(f"{status} {row.library:<12} {row.family:<28} {row.model:<40} layers={row.layers:<4} "
+                  f"layers_s={row.layers_seconds:<5} {row.reason}", flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(summary(rows))
     return 0
+
+
+_QUEUE: list[Builder] = []
+
+
+def _check_index(args: tuple[int, str]) -> Row:
+    return check(_QUEUE[args[0]], Path(args[1]))
+
+
+def _run(builders: Sequence[Builder], work: Path, *, jobs: int) -> Iterator[Row]:
+    """Check every builder, in `jobs` forked processes (a crash or a leak stays in its process)."""
+    if jobs <= 1:
+        for b in builders:
+            yield check(b, work)
+        return
+    import multiprocessing
+
+    _QUEUE[:] = builders
+    with multiprocessing.get_context("fork").Pool(jobs, maxtasksperchild=8) as pool:
+        yield from pool.imap_unordered(_check_index, [(i, str(work)) for i in range(len(builders))])
 
 
 if __name__ == "__main__":

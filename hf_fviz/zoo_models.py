@@ -32,6 +32,7 @@ class Builder:
     family: str
     name: str
     build: Callable[[Path], None]
+    params: int | None = None  # parameter count when known before building
 
 
 # ---------------------------------------------------------------------------------------- timm
@@ -67,10 +68,12 @@ def _size_rank(name: str) -> tuple[int, int]:
     return (min(words) if words else len(_SIZE_WORDS)), len(name)
 
 
-def smallest(names: list[str], candidates: int = 4) -> tuple[str, int | None]:
+def smallest(names: list[str], candidates: int = 3) -> tuple[str, int | None]:
     """The variant with the fewest parameters among the few whose names say they are small
     (`test_*`, atto, femto, ..., tiny, small), counted on the meta device."""
-    names = sorted(names, key=_size_rank)[:candidates]
+    names = sorted(names, key=_size_rank)
+    tests = [n for n in names if n.startswith("test_")]
+    names = tests[:candidates] or names[:candidates]
     sized = [(n, _meta_params(n)) for n in names]
     known = [(p, n) for n, p in sized if p is not None]
     if not known:
@@ -110,14 +113,22 @@ def _timm_build(name: str) -> Callable[[Path], None]:
     return build
 
 
-def timm_builders(families: list[str] | None = None) -> list[Builder]:
-    out = []
-    for family, names in sorted(timm_families().items()):
-        if families is not None and family not in families:
-            continue
-        name, _ = smallest(names)
-        out.append(Builder("timm", family, name, _timm_build(name)))
-    return out
+def _choose(item: tuple[str, list[str]]) -> tuple[str, str, int | None]:
+    family, names = item
+    return (family, *smallest(names))
+
+
+def timm_builders(families: list[str] | None = None, *, jobs: int = 1) -> list[Builder]:
+    """One builder per timm family (its smallest variant), chosen in `jobs` processes."""
+    items = [(f, n) for f, n in sorted(timm_families().items()) if families is None or f in families]
+    if jobs <= 1:
+        chosen = [_choose(i) for i in items]
+    else:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            chosen = pool.map(_choose, items, chunksize=1)
+    return [Builder("timm", family, name, _timm_build(name), params) for family, name, params in chosen]
 
 
 # ---------------------------------------------------------------------------------------- transformers

@@ -244,6 +244,8 @@ class Discovery:
             if all(_is_leaf(c) for _, c in kids):
                 leaf_stacks.append(path)
                 continue
+            if self._nesting(path) >= 2:
+                continue  # a stack inside a block of a stage: the block's own parts (HF ResNet's conv layers)
             for name, _ in kids:
                 child = f"{path}.{name}" if path else name
                 f = self._feature(child, "block", stack=path)
@@ -270,6 +272,14 @@ class Discovery:
                 if f:
                     out[child] = f
         return list(out.values())
+
+    def _nesting(self, path: str) -> int:
+        """How many of `path`'s ancestors are themselves elements of a stack of blocks."""
+        return sum(1 for a in _ancestors(path) if a and self._is_block_stack(_parent(a)))
+
+    def _is_block_stack(self, path: str) -> bool:
+        m = self.modules.get(path)
+        return m is not None and _is_stack(m) and not all(_is_leaf(c) for _, c in _children(m))
 
     def _trunk(self) -> str:
         """The module holding the feature extractor: down through single wrappers (`model.vit`)."""

@@ -280,7 +280,7 @@ def _config(snapshot_dir: Path, model_type: str) -> Any:
     config edited to another depth), without them: they only matter to *Backbone classes."""
     from transformers import CONFIG_MAPPING
 
-    cfg_cls = CONFIG_MAPPING.get(model_type) if model_type in CONFIG_MAPPING else None
+    cfg_cls = CONFIG_MAPPING[model_type] if model_type in CONFIG_MAPPING else None  # a lazy mapping: no .get
     if cfg_cls is None:
         return None
     try:
