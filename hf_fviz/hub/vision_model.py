@@ -133,7 +133,7 @@ class VisionModel:
         if self.fold_bn:
             from .fuse import fold_batchnorm
 
-            example = torch.randn(2, 3, *self.input_size, generator=torch.Generator().manual_seed(0)).to(self.device)
+            example = torch.randn(1, 3, *self.input_size, generator=torch.Generator().manual_seed(0)).to(self.device)
             self.module, self.folded_norms = fold_batchnorm(self.module, example)
         if self.family == "cnn":
             # oneDNN / cuDNN run NHWC convolutions (depthwise ones especially) much faster; inputs
