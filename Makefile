@@ -10,7 +10,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 # Debian's Chromium for the browser test (installed by `make test` when missing and root).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv dev demo test space bench clean
+.PHONY: venv dev demo test space bench zoo clean
 
 $(BIN)/.base: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,11 @@ space: $(BIN)/.dev
 bench: $(BIN)/.dev
 	HF_HUB_OFFLINE=1 $(BIN)/hf-fviz bench speed
 	HF_HUB_OFFLINE=1 $(BIN)/hf-fviz bench quality
+
+# One random-weight model per timm family and per transformers image-classification type, end to end
+# (a benchmark, not a test: about an hour on 2 cores).
+zoo: $(BIN)/.dev
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m hf_fviz.zoo --jobs 2 --json zoo.json
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

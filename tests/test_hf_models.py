@@ -156,8 +156,11 @@ def test_swin_blocks_are_nchw_in_row_major_order(load):
 @pytest.mark.parametrize("name", ["tiny-convnext", "tiny-resnet"])
 def test_cnn_catalogue_has_stem_blocks_and_stages(load, name):
     vm = load(name)
-    names = [layer.name for layer in vm.layers()]
+    hidden = [layer for layer in vm.layers() if layer.name.endswith(".act")]  # MLP hidden layers (ConvNeXt)
+    names = [layer.name for layer in vm.layers() if layer not in hidden]
     base = "convnext." if name == "tiny-convnext" else ""
+    if name == "tiny-convnext":  # every block's MLP hidden layer, 4x the block's width, as a map
+        assert len(hidden) == 5 and vm.layer(f"{base}encoder.stages.1.layers.1.act").shape == (64, 6, 6)
     stem = f"{base}embeddings" if name == "tiny-convnext" else "embedder"
     assert names[0] == stem
     two_blocks = 1 if name == "tiny-convnext" else 2  # the stage with depth 2
@@ -362,12 +365,12 @@ def test_text_and_audio_configs_are_refused_before_loading(tmp_path, model_type,
                           allow_pickle=False, trust_remote_code=False)
 
 
-def test_unknown_vision_architecture_names_the_supported_families(tmp_path):
-    cfg = {"model_type": "mobilevit", "architectures": ["MobileViTForImageClassification"]}
-    with pytest.raises(UnsupportedArchitecture, match="ViT, DeiT, BEiT, DINOv2") as err:
-        load_transformers(tmp_path, cfg, model_id="apple/mobilevit-small", revision=None, device=torch.device("cpu"),
+def test_model_type_unknown_to_transformers_is_one_line(tmp_path):
+    cfg = {"model_type": "no_such_vision_v9", "architectures": ["NoSuchVisionV9ForImageClassification"]}
+    with pytest.raises(UnsupportedArchitecture, match="update transformers") as err:
+        load_transformers(tmp_path, cfg, model_id="org/future-model", revision=None, device=torch.device("cpu"),
                           allow_pickle=False, trust_remote_code=False)
-    assert "MobileViTForImageClassification" in str(err.value)
+    assert "no_such_vision_v9" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_truncated_weights_raise_corrupt_weights(hub_repos, tmp_path):

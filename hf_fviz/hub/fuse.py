@@ -15,33 +15,55 @@ import torch
 from torch import nn
 
 _FOLDABLE = ("BatchNorm2d", "BatchNormAct2d")
+# Convolutions whose forward is the plain conv (padding aside); weight-standardized ones
+# (StdConv2d, ScaledStdConv2d) renormalize their weight in forward and cannot absorb a norm.
+_PLAIN_CONVS = ("Conv2d", "Conv2dSame")
 
 
-def _pairs(module: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
-    conv_out: dict[int, str] = {}
+def _pairs(module: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str, str]], object]:
+    """((conv, norm) pairs where the norm's input is exactly the conv's output tensor, the output).
+
+    The conv outputs are kept alive during the pass: matching by `id()` alone paired a norm with
+    whatever tensor later reused a freed conv output's address (a split or a concatenation),
+    which broke some models and made loading nondeterministic."""
+    conv_out: dict[int, tuple[str, torch.Tensor]] = {}
     pairs: list[tuple[str, str]] = []
+    calls: dict[str, int] = {}
     handles = []
+
+    def count(name: str) -> None:
+        calls[name] = calls.get(name, 0) + 1
+
+    def on_conv(name: str):
+        def hook(_m: nn.Module, _i: object, out: object) -> None:
+            count(name)
+            if isinstance(out, torch.Tensor):
+                conv_out[id(out)] = (name, out)
+        return hook
+
+    def on_norm(name: str):
+        def hook(m: nn.Module, inputs: tuple) -> None:
+            count(name)
+            x = inputs[0] if inputs else None
+            hit = conv_out.get(id(x)) if isinstance(x, torch.Tensor) else None
+            if hit is not None and hit[1] is x and x.ndim == 4 and x.shape[1] == m.num_features:
+                pairs.append((hit[0], name))
+        return hook
+
     for name, m in module.named_modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(lambda _m, _i, o, name=name: conv_out.__setitem__(id(o), name)))
+        if type(m).__name__ in _PLAIN_CONVS and isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(on_conv(name)))
         elif type(m).__name__ in _FOLDABLE and getattr(m, "track_running_stats", False) and m.affine:
-            handles.append(m.register_forward_pre_hook(
-                lambda _m, i, name=name: pairs.append((conv_out[id(i[0])], name)) if id(i[0]) in conv_out else None))
+            handles.append(m.register_forward_pre_hook(on_norm(name)))
     try:
         with torch.no_grad():
-            module(example)
+            out = module(example)
     finally:
         for h in handles:
             h.remove()
-    seen_convs: set[str] = set()
-    unique = []
-    for conv, bn in pairs:  # a conv feeding two norms (or called twice) is left alone
-        if conv in seen_convs:
-            unique = [p for p in unique if p[0] != conv]
-            continue
-        seen_convs.add(conv)
-        unique.append((conv, bn))
-    return unique
+        conv_out.clear()
+    # a conv or a norm called more than once (shared, or recurrent) is left alone
+    return [(c, b) for c, b in pairs if calls.get(c) == 1 and calls.get(b) == 1], out
 
 
 def _fold(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> None:
@@ -60,7 +82,7 @@ def _replacement(bn: nn.Module) -> nn.Module:
 def fold_batchnorm(module: nn.Module, example: torch.Tensor, *, rtol: float = 1e-3) -> tuple[nn.Module, int]:
     """Return (module with conv+BN pairs folded, number folded); the original when nothing folds
     or when the folded model's output differs from the original's."""
-    pairs = _pairs(module, example)
+    pairs, reference = _pairs(module, example)
     if not pairs:
         return module, 0
     folded = copy.deepcopy(module)
@@ -70,8 +92,13 @@ def fold_batchnorm(module: nn.Module, example: torch.Tensor, *, rtol: float = 1e
             _fold(folded.get_submodule(conv_name), bn)
             parent_name, _, child = bn_name.rpartition(".")
             setattr(folded.get_submodule(parent_name) if parent_name else folded, child, _replacement(bn))
-        ref = _first(module(example))
-        out = _first(folded(example))
+        ref = _first(reference)
+        try:
+            out = _first(folded(example))
+        except RuntimeError:  # defensive: a fold the model's code did not expect
+            return module, 0
+    if out.shape != ref.shape:
+        return module, 0
     scale = ref.abs().max().clamp_min(1e-6)
     if not torch.allclose(out, ref, rtol=rtol, atol=rtol * float(scale)):
         return module, 0

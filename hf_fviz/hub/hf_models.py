@@ -1,35 +1,25 @@
 """transformers adapter: a transformers vision repo (a local snapshot folder) as a VisionModel.
 
 Which class: `config.architectures[0]` decides whether the repo has a trained classifier
-(`*ForImageClassification*`); everything else loads as the family's *base* model class, so a
-backbone is never built through a classifier class (that would add a random head), and task
-heads we cannot use (masked image modeling, ...) are left out. Multimodal CLIP/SigLIP repos load
-only their vision tower, which `VisionTower` registers under the attribute name it has in the full
-model (`vision_model`), so layer names equal the full model's module paths.
+(`*ForImageClassification*`, distillation `...WithTeacher` heads included: their `logits` are the
+inference-time average the model returns); everything else loads as the model type's *base*
+class, so a backbone is never built through a classifier class (that would add a random head),
+and task heads we cannot use (masked image modeling, ...) are left out. Multimodal repos (CLIP,
+SigLIP, MetaCLIP 2) load only their vision tower, which `VisionTower` registers under the
+attribute name it has in the full model (`vision_model`), so layer names equal the full model's
+module paths. Any model type works whose class takes images (`pixel_values`, or Perceiver's
+`inputs`) and nothing else; others get one line saying why (text or audio model, a model that
+also needs text, a package such as natten that is not installed).
 
-Module paths come from the live module tree (`named_modules()`), never from state-dict keys
-(transformers v5 renames modules at load time). Layer names are those paths, unprefixed: the
-VisionModel's `module` is the HF model itself, with an instance-level `forward` that takes the
-batch as `pixel_values` and passes `interpolate_pos_encoding=True` where the model supports it.
-
-Catalogue per family (input to output; `logits` last for classifiers):
-- ViT-like (ViT, DeiT, BEiT, DINOv2 (+registers), CLIP, SigLIP): per block, the MLP hidden layer
-  after its activation (the activation module, e.g. `vit.layers.3.mlp.activation_fn`), then the
-  residual stream after the block (`vit.layers.3`); both `tokens` with the measured prefix count
-  (CLS, distillation, registers) and the patch grid.
-- CNNs (ConvNeXt, ResNet, RegNet): the stem, then per stage each block output and the stage output.
-- Swin: per block, the MLP hidden layer and the block output, as `conv` (N, C, H, W): the (N, L, C)
-  tokens are reshaped with the stage's spatial size at the actual input size (no prefix tokens).
-  The last block of a stage is the stage output before patch merging.
-- TimmWrapper: the inner timm model's catalogue (as the timm adapter builds it), under `timm_model.`.
+The catalogue comes from `discovery` (one probe forward pass; no family list). The VisionModel's
+`module` is the HF model itself, with an instance-level `forward` that takes the batch as its
+pixel input and passes `interpolate_pos_encoding=True` where the model supports it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
-import math
 import re
 import warnings
 from collections.abc import Callable
@@ -41,36 +31,18 @@ import torch
 from torch import nn
 
 from ..errors import CorruptWeights, NotAVisionModel, UnsafeWeights, UnsupportedArchitecture
-from .vision_model import LayerSpec, VisionModel, first_tensor
+from .discovery import discover
+from .vision_model import VisionModel, first_tensor
 
-# model_type -> how its layers are described
-_FAMILY_KIND: dict[str, str] = {
-    "vit": "vit",
-    "deit": "vit",
-    "beit": "vit",
-    "dinov2": "vit",
-    "dinov2_with_registers": "vit",
-    "clip": "vit",
-    "clip_vision_model": "vit",
-    "siglip": "vit",
-    "siglip_vision_model": "vit",
-    "convnext": "cnn",
-    "resnet": "cnn",
-    "regnet": "cnn",
-    "swin": "swin",
-    "timm_wrapper": "timm",
-}
 # multimodal model_type -> the class of its vision tower (loaded from the full checkpoint)
-_TOWERS: dict[str, str] = {"clip": "CLIPVisionModel", "siglip": "SiglipVisionModel"}
-# backbone classes accepted as named in `architectures` (besides the family's base class)
-_BACKBONES = {"CLIPVisionModel", "CLIPVisionModelWithProjection", "SiglipVisionModel"}
-SUPPORTED_FAMILIES = (
-    "ViT, DeiT, BEiT, DINOv2 (with registers), CLIP and SigLIP vision towers, ConvNeXt, ResNet, RegNet, Swin, "
-    "TimmWrapper"
-)
-_ACT_MODULES = ("transformers.activations", "torch.nn.modules.activation")
+_TOWERS: dict[str, str] = {"clip": "CLIPVisionModel", "siglip": "SiglipVisionModel", "siglip2": "Siglip2VisionModel",
+                           "metaclip_2": "MetaClip2VisionModel"}
+# backbone classes accepted as named in `architectures` (besides the model type's base class)
+_BACKBONES = {"CLIPVisionModel", "CLIPVisionModelWithProjection", "SiglipVisionModel", "Siglip2VisionModel",
+              "MetaClip2VisionModel", "MetaClip2VisionModelWithProjection"}
+# the name of the image argument of a model's forward, where it is not `pixel_values`
+_PIXEL_ARGS = ("pixel_values", "inputs")
 _FALLBACK_MEAN_STD = (0.5, 0.5, 0.5)
-_MAX_PREFIX_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -104,34 +76,30 @@ def load_transformers(
     model_type = str(config.get("model_type") or "")
     archs = config.get("architectures") or []
     arch = str(archs[0]) if archs else ""
-    kind = _check_family(model_id, model_type, arch)
+    _check_vision(model_id, model_type, arch)
     class_name, classifier, tower = _choose_class(model_type, arch)
+    _check_takes_images(model_id, class_name)
     hf_model = _from_pretrained(class_name, snapshot_dir, model_id=model_id, allow_pickle=allow_pickle,
-                                classifier=classifier)
+                                classifier=classifier, model_type=model_type)
     hf_model.eval()
 
-    forward = _PixelForward.install(hf_model)
+    _PixelForward.install(hf_model)
     module: nn.Module = VisionTower(hf_model, attr=tower) if tower else hf_model
     prep = read_preprocessing(snapshot_dir, config, model=hf_model)
-
-    if kind == "vit":
-        specs = _vit_specs(module, hf_model.config, prep.input_size)
-        family = "vit"
-    elif kind == "cnn":
-        specs = _cnn_specs(module, hf_model.config)
-        family = "cnn"
-    elif kind == "swin":
-        specs = _swin_specs(module, hf_model.config, forward)
-        family = "vit"
-    else:
-        specs, family = _timm_specs(module)
+    module.to(device)
+    inner = getattr(hf_model, "timm_model", None)  # TimmWrapper: timm's own seams
+    specs, transformer = discover(
+        module, prep.input_size,
+        prefix_hint=int(inner.num_prefix_tokens) if getattr(inner, "num_prefix_tokens", None) is not None else None,
+        nhwc_hint=getattr(inner, "output_fmt", "NCHW") == "NHWC",
+    )
+    family = "vit" if transformer else "cnn"
     if not specs:
         raise UnsupportedArchitecture(
-            f"{model_id}: found no layers to hook in {class_name}. Supported families: {SUPPORTED_FAMILIES}."
+            f"{model_id}: the probe forward pass of {class_name} found no feature maps or token layers"
         )
 
     labels, aliases = _labels(hf_model.config) if classifier else (None, None)
-    module.to(device)
     return VisionModel(
         id=model_id,
         module=module,
@@ -150,14 +118,15 @@ def load_transformers(
 
 
 def _logits(output: Any) -> torch.Tensor:
-    return output.logits
+    return output.logits if hasattr(output, "logits") else first_tensor(output)
 
 
 # ---------------------------------------------------------------------------------------- which class
-def _check_family(model_id: str, model_type: str, arch: str) -> str:
-    """The family kind for a supported model_type; else NotAVisionModel / UnsupportedArchitecture."""
-    if model_type in _FAMILY_KIND:
-        return _FAMILY_KIND[model_type]
+def _check_vision(model_id: str, model_type: str, arch: str) -> None:
+    """NotAVisionModel for text and audio model types; UnsupportedArchitecture for a model type
+    the installed transformers does not know."""
+    from transformers import CONFIG_MAPPING
+
     modality = _modality(model_type, arch)
     what = f"{arch or 'model'} (model_type '{model_type or '?'}')"
     if modality is not None:
@@ -165,10 +134,32 @@ def _check_family(model_id: str, model_type: str, arch: str) -> str:
             f"{model_id} is {_article(modality)} {modality} model, {what}, not an image model: "
             "hf-fviz visualizes vision models."
         )
-    raise UnsupportedArchitecture(
-        f"{model_id}: architecture {what} is not supported by hf-fviz; supported transformers families: "
-        f"{SUPPORTED_FAMILIES}."
-    )
+    if model_type not in CONFIG_MAPPING:
+        import transformers
+
+        raise UnsupportedArchitecture(
+            f"{model_id}: the installed transformers {transformers.__version__} does not know {what} (update transformers?)"
+        )
+
+
+def _check_takes_images(model_id: str, class_name: str) -> None:
+    """One clear line for classes whose forward does not take an image batch alone."""
+    import transformers
+
+    cls = getattr(transformers, class_name, None)
+    if cls is None:
+        return  # _from_pretrained reports the missing class
+    params = inspect.signature(cls.forward).parameters
+    if not any(p in params for p in _PIXEL_ARGS):
+        raise UnsupportedArchitecture(
+            f"{model_id}: {class_name} does not take pixel values (its input is {next(iter(list(params)[1:]), '?')}), "
+            "so there is no image to optimize"
+        )
+    if "input_ids" in params:
+        raise UnsupportedArchitecture(
+            f"{model_id}: {class_name} needs a text prompt (input_ids) as well as the image; hf-fviz visualizes "
+            "models that take an image alone"
+        )
 
 
 def _article(word: str) -> str:
@@ -222,7 +213,7 @@ def _choose_class(model_type: str, arch: str) -> tuple[str, bool, str | None]:
 
 
 def _from_pretrained(class_name: str, snapshot_dir: Path, *, model_id: str, allow_pickle: bool,
-                     classifier: bool) -> nn.Module:
+                     classifier: bool, model_type: str = "") -> nn.Module:
     """Instantiate `class_name` from the local folder in float32, safetensors unless pickle is allowed;
     weights the checkpoint lacks (left random) are reported as a warning."""
     import transformers
@@ -250,7 +241,16 @@ def _from_pretrained(class_name: str, snapshot_dir: Path, *, model_id: str, allo
     hf_logging.set_verbosity_error()  # unused text-tower weights of CLIP repos are expected; we report missing ones
     hf_logging.disable_progress_bar()
     try:
+        config = _config(snapshot_dir, model_type)
+        if config is not None:
+            kwargs["config"] = config
         model, info = cls.from_pretrained(str(snapshot_dir), **kwargs)
+    except ImportError as err:  # a model whose code needs an optional package (DiNAT: natten)
+        found = re.search(r"requires the (\S+) library", str(err))
+        package = found.group(1) if found else str(err).splitlines()[0][:80]
+        raise UnsupportedArchitecture(
+            f"{model_id}: {class_name} needs the package {package}, which is not installed (pip install {package})"
+        ) from None
     except Exception as err:  # map damaged files to one clear line; keep other bugs as they are
         name = type(err).__name__
         if name in ("SafetensorError", "HeaderTooLarge", "HeaderTooSmall") or "safetensors" in str(err).lower():
@@ -272,28 +272,74 @@ def _from_pretrained(class_name: str, snapshot_dir: Path, *, model_id: str, allo
     return model
 
 
+_BACKBONE_KEYS = ("out_features", "out_indices", "_out_features", "_out_indices", "stage_names")
+
+
+def _config(snapshot_dir: Path, model_type: str) -> Any:
+    """The repo's config; when its backbone `out_features` do not fit its depth (a DINOv2 or BEiT
+    config edited to another depth), without them: they only matter to *Backbone classes."""
+    from transformers import CONFIG_MAPPING
+
+    cfg_cls = CONFIG_MAPPING[model_type] if model_type in CONFIG_MAPPING else None  # a lazy mapping: no .get
+    if cfg_cls is None:
+        return None
+    try:
+        return cfg_cls.from_pretrained(str(snapshot_dir), local_files_only=True)
+    except ValueError as err:
+        if "out_features" not in str(err) and "out_indices" not in str(err):
+            raise
+    data = json.loads((Path(snapshot_dir) / "config.json").read_text(encoding="utf-8"))
+    return cfg_cls.from_dict({k: v for k, v in data.items() if k not in _BACKBONE_KEYS})
+
+
 # ---------------------------------------------------------------------------------------- module wrapping
 class _PixelForward:
-    """Instance-level `forward` for an HF model: the batch goes in as `pixel_values` (plus
-    `interpolate_pos_encoding=True` where supported, so canvases of other sizes work), and the
-    input size is remembered for layers that must be reshaped at the actual size (Swin)."""
+    """Instance-level `forward` for an HF model: the batch goes in as its pixel argument (plus
+    `interpolate_pos_encoding=True` where supported, so canvases of other sizes work). Models that
+    take pre-cut patch sequences (NaFlex: SigLIP 2) get the image cut as their processor cuts it,
+    with a full attention mask and the patch grid as `spatial_shapes`."""
 
-    def __init__(self, bound: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    def __init__(self, bound: Callable[..., Any], kwargs: dict[str, Any], arg: str = "pixel_values",
+                 patch: int | None = None) -> None:
         self.bound = bound
         self.kwargs = kwargs
-        self.hw: tuple[int, int] | None = None
+        self.arg = arg
+        self.patch = patch
 
     @classmethod
     def install(cls, model: nn.Module) -> _PixelForward:
         params = inspect.signature(type(model).forward).parameters
         kwargs = {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in params else {}
-        fwd = cls(model.forward, kwargs)
+        arg = next((p for p in _PIXEL_ARGS if p in params), "pixel_values")
+        patch = _patch_size(model.config) if "spatial_shapes" in params else None
+        fwd = cls(model.forward, kwargs, arg, patch)
         model.forward = fwd  # type: ignore[method-assign]
         return fwd
 
     def __call__(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
-        self.hw = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
-        return self.bound(pixel_values=pixel_values, **{**self.kwargs, **kwargs})
+        if self.patch:
+            kwargs = {**_patches(pixel_values, self.patch), **kwargs}
+            return self.bound(**{**self.kwargs, **kwargs})
+        return self.bound(**{self.arg: pixel_values}, **{**self.kwargs, **kwargs})
+
+
+def _patch_size(config: Any) -> int | None:
+    for cfg in (getattr(config, "vision_config", None), config):
+        size = getattr(cfg, "patch_size", None) if cfg is not None else None
+        if size:
+            return int(size[0] if isinstance(size, (list, tuple)) else size)
+    return None
+
+
+def _patches(x: torch.Tensor, p: int) -> dict[str, torch.Tensor]:
+    """(N, 3, H, W) -> NaFlex inputs: (N, h*w, p*p*3) patches in the processor's order
+    (row-major patches, each flattened as (row, col, channel)), a full mask, and (h, w)."""
+    n, c, height, width = x.shape
+    h, w = height // p, width // p
+    patches = x[:, :, : h * p, : w * p].reshape(n, c, h, p, w, p).permute(0, 2, 4, 3, 5, 1).reshape(n, h * w, p * p * c)
+    return {"pixel_values": patches,
+            "pixel_attention_mask": torch.ones(n, h * w, dtype=torch.long, device=x.device),
+            "spatial_shapes": torch.tensor([[h, w]] * n, dtype=torch.long, device=x.device)}
 
 
 class VisionTower(nn.Module):
@@ -310,206 +356,8 @@ class VisionTower(nn.Module):
         return getattr(self, self.attr)(pixel_values, **kwargs)
 
 
-# ---------------------------------------------------------------------------------------- catalogues
 def _cfg(config: Any, name: str, default: Any = None) -> Any:
     return getattr(config, name, default)
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return int(v[0]), int(v[-1])
-    return int(v), int(v)
-
-
-def _module_lists(root: nn.Module, length: int) -> list[str]:
-    """Paths of the ModuleLists/Sequentials of `length` children all of one class (block stacks)."""
-    out = []
-    for name, m in root.named_modules():
-        if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m) == length and length > 0:
-            if len({type(c) for c in m}) == 1:
-                out.append(name)
-    return out
-
-
-def _shared_ids(root: nn.Module) -> set[int]:
-    """Ids of modules reachable under more than one path: hooking those would fire at the wrong place."""
-    seen: dict[int, int] = {}
-    for _, m in root.named_modules(remove_duplicate=False):
-        seen[id(m)] = seen.get(id(m), 0) + 1
-    return {k for k, n in seen.items() if n > 1}
-
-
-def _mlp_activation(block: nn.Module, block_path: str, shared: set[int]) -> str | None:
-    """Path of the block's MLP activation module (its output is the MLP hidden layer after the
-    non-linearity), skipping anything inside attention; None when the activation is not a module
-    of its own (e.g. a functional SwiGLU) or is shared between blocks."""
-    found = None
-    for name, m in block.named_modules():
-        if not name or list(m.children()):
-            continue
-        parts = name.split(".")
-        if any("attn" in p or "attention" in p for p in parts):
-            continue
-        if type(m).__module__.startswith(_ACT_MODULES):
-            found = (name, m)
-    if found is None or id(found[1]) in shared:
-        return None
-    return f"{block_path}.{found[0]}"
-
-
-class _Stop(Exception):
-    pass
-
-
-def _tokens_at(root: nn.Module, path: str, size: tuple[int, int]) -> int:
-    """Token count at a module's output for one zero image at `size`, running only up to it."""
-    module = root.get_submodule(path)
-    seen: list[int] = []
-
-    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
-        seen.append(first_tensor(out).shape[1])
-        raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            root(torch.zeros(1, 3, *size, device=next(root.parameters()).device))
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if not seen:
-        raise RuntimeError(f"adapter bug: {path} not reached in the forward pass")
-    return seen[0]
-
-
-def _vit_specs(root: nn.Module, config: Any, input_size: tuple[int, int]) -> list[LayerSpec]:
-    depth = _cfg(config, "num_hidden_layers")
-    stacks = _module_lists(root, int(depth)) if depth else []
-    if not stacks:
-        return []
-    stack = stacks[0]
-    ph, pw = _pair(_cfg(config, "patch_size", 16))
-    grid = (input_size[0] // ph, input_size[1] // pw)
-    first = f"{stack}.0"
-    prefix = _tokens_at(root, first, input_size) - grid[0] * grid[1]
-    if not 0 <= prefix <= _MAX_PREFIX_TOKENS:
-        raise RuntimeError(f"adapter bug: {prefix} prefix tokens measured for a {grid} patch grid")
-    shared = _shared_ids(root)
-    specs = []
-    for i, block in enumerate(root.get_submodule(stack)):
-        path = f"{stack}.{i}"
-        act = _mlp_activation(block, path, shared)
-        if act is not None:
-            specs.append(LayerSpec(act, act, "tokens", prefix_tokens=prefix, grid=grid))
-        specs.append(LayerSpec(path, path, "tokens", prefix_tokens=prefix, grid=grid))
-    return specs
-
-
-def _stage_blocks(stage: nn.Module, depth: int) -> str | None:
-    """The child container holding a stage's blocks: `layers`/`blocks` first, else any block list of `depth`."""
-    for name in ("layers", "blocks"):
-        c = getattr(stage, name, None)
-        if isinstance(c, (nn.ModuleList, nn.Sequential)) and len(c) == depth:
-            return name
-    for name, c in stage.named_children():
-        if isinstance(c, (nn.ModuleList, nn.Sequential)) and len(c) == depth:
-            return name
-    return None
-
-
-def _stages(root: nn.Module, config: Any) -> tuple[str, list[int]] | None:
-    depths = list(_cfg(config, "depths", None) or [])
-    if not depths:
-        return None
-    stacks = _module_lists(root, len(depths))
-    stacks.sort(key=lambda p: not p.endswith(("stages", "layers")))  # prefer the named stage lists
-    for stack in stacks:
-        stages = list(root.get_submodule(stack))
-        if all(_stage_blocks(s, d) for s, d in zip(stages, depths)):
-            return stack, depths
-    return None
-
-
-def _cnn_specs(root: nn.Module, config: Any) -> list[LayerSpec]:
-    found = _stages(root, config)
-    if found is None:
-        return []
-    stack, depths = found
-    specs = []
-    base = stack.rsplit(".", 2)[0] if stack.count(".") >= 2 else ""
-    for stem in ("embeddings", "embedder"):
-        path = f"{base}.{stem}" if base else stem
-        if path in dict(root.named_modules()):
-            specs.append(LayerSpec(path, path, "conv"))
-            break
-    for s, (stage, depth) in enumerate(zip(root.get_submodule(stack), depths)):
-        inner = _stage_blocks(stage, depth)
-        for j in range(depth):
-            path = f"{stack}.{s}.{inner}.{j}"
-            specs.append(LayerSpec(path, path, "conv"))
-        specs.append(LayerSpec(f"{stack}.{s}", f"{stack}.{s}", "conv"))
-    return specs
-
-
-def _swin_grid(hw: tuple[int, int], patch: tuple[int, int], stage: int) -> tuple[int, int]:
-    """Spatial size of a Swin stage: ceil(size / patch), then halved (rounding up) per merge."""
-    h, w = math.ceil(hw[0] / patch[0]), math.ceil(hw[1] / patch[1])
-    for _ in range(stage):
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-    return h, w
-
-
-def _swin_reader(forward: _PixelForward, patch: tuple[int, int], stage: int) -> Callable[[Any], torch.Tensor]:
-    def read(out: Any) -> torch.Tensor:
-        t = first_tensor(out)
-        n, length, c = t.shape
-        if forward.hw is None:
-            raise RuntimeError("Swin layer read outside the model's forward")
-        h, w = _swin_grid(forward.hw, patch, stage)
-        if h * w != length:
-            raise RuntimeError(f"adapter bug: Swin stage {stage} has {length} tokens, expected {h}x{w}")
-        return t.transpose(1, 2).reshape(n, c, h, w)
-
-    return read
-
-
-def _swin_specs(root: nn.Module, config: Any, forward: _PixelForward) -> list[LayerSpec]:
-    found = _stages(root, config)
-    if found is None:
-        return []
-    stack, depths = found
-    patch = _pair(_cfg(config, "patch_size", 4))
-    shared = _shared_ids(root)
-    specs = []
-    for s, (stage, depth) in enumerate(zip(root.get_submodule(stack), depths)):
-        inner = _stage_blocks(stage, depth)
-        read = _swin_reader(forward, patch, s)
-        for j, block in enumerate(stage.get_submodule(inner)):
-            path = f"{stack}.{s}.{inner}.{j}"
-            act = _mlp_activation(block, path, shared)
-            if act is not None:
-                specs.append(LayerSpec(act, act, "conv", read=read))
-            specs.append(LayerSpec(path, path, "conv", read=read))
-    return specs
-
-
-def _timm_specs(root: nn.Module) -> tuple[list[LayerSpec], str]:
-    """The timm adapter's catalogue of the wrapped timm model, re-rooted under `timm_model.`."""
-    from . import timm_models
-
-    inner = getattr(root, "timm_model", None)
-    if inner is None:
-        return [], "cnn"
-    is_vit = hasattr(inner, "num_prefix_tokens") and isinstance(getattr(inner, "blocks", None), (nn.Sequential, nn.ModuleList))
-    specs = timm_models._vit_specs(inner) if is_vit else timm_models._cnn_specs(inner)
-    out = [
-        dataclasses.replace(sp, name=f"timm_model.{sp.name}",
-                            module_path=None if sp.module_path is None else f"timm_model.{sp.module_path}")
-        for sp in specs
-    ]
-    family = "vit" if is_vit or "swin" in type(inner).__name__.lower() else "cnn"
-    return out, family
 
 
 # ---------------------------------------------------------------------------------------- labels

@@ -1,13 +1,10 @@
 """timm adapter: a timm model (from a hub snapshot, a local dir, or a builtin) as a VisionModel.
 
-The catalogue is read from the live module tree, never from state-dict keys:
-- CNNs: every block output, then its stage output (stages found through `stages` / `layers` /
-  `blocks` containers or timm's `feature_info`), then the pre-pool feature map where there is one.
-- ViTs (VisionTransformer, EVA, DeiT, register models): per block, the MLP hidden layer after its
-  activation (`blocks.i.mlp.act`, read at the input of `fc2` so gated MLPs are right too), then
-  the residual stream after the block (`blocks.i`), both as tokens with prefix count and grid.
-- Swin and other NHWC models: stage and block outputs permuted to NCHW.
-- `logits` where the model has a classifier.
+The catalogue comes from `discovery` (one probe forward pass, no family list), helped by timm's
+own seams: `num_prefix_tokens` (CLS, distillation, register tokens), `output_fmt` (NHWC models
+such as Swin), `feature_info` (the stage outputs timm itself reports) and `pretrained_cfg` (input
+size, mean, std). `logits` where the model has a classifier (`num_classes > 0`), whatever the
+head's name or kind (a Linear, a 1x1 convolution, two branches averaged as in CrossViT).
 """
 
 from __future__ import annotations
@@ -20,75 +17,23 @@ import torch
 from torch import nn
 
 from ..errors import CorruptWeights, UnsupportedArchitecture
-from .vision_model import LOGITS, LayerSpec, VisionModel, first_tensor, nhwc_to_nchw
-
-_STAGE_CONTAINERS = ("stages", "layers", "blocks")
-_PREPOOL = ("bn2", "final_conv", "conv_head", "norm_pre")
+from .discovery import discover
+from .vision_model import LOGITS, LayerSpec, VisionModel
 
 
-def _is_identity(m: nn.Module) -> bool:
-    return isinstance(m, nn.Identity)
+def timm_specs(model: nn.Module, input_size: tuple[int, int]) -> tuple[list[LayerSpec], bool]:
+    """(specs in forward order, transformer-like) for a timm model, probed at `input_size`."""
+    prefix = getattr(model, "num_prefix_tokens", None)
+    stages = [info.get("module") for info in (getattr(model, "feature_info", None) or []) if isinstance(info, dict)]
+    return discover(model, input_size, prefix_hint=int(prefix) if prefix is not None else None,
+                    nhwc_hint=getattr(model, "output_fmt", "NCHW") == "NHWC",
+                    extra_stages=[s for s in stages if s])
 
 
-def _first_input(inputs: Any) -> torch.Tensor:
-    return inputs[0]
-
-
-def _stage_paths(model: nn.Module) -> list[str]:
-    for name in _STAGE_CONTAINERS:
-        container = getattr(model, name, None)
-        if isinstance(container, (nn.Sequential, nn.ModuleList)) and len(container):
-            return [f"{name}.{child}" for child, _ in container.named_children()]
-    modules = dict(model.named_modules())
-    paths = []
-    for info in getattr(model, "feature_info", []) or []:
-        path = info.get("module") if isinstance(info, dict) else None
-        if path in modules and len(list(modules[path].children())) > 0:
-            paths.append(path)
-    return paths
-
-
-def _block_paths(model: nn.Module, stage: str) -> list[str]:
-    module = model.get_submodule(stage)
-    inner = getattr(module, "blocks", None)
-    if isinstance(inner, (nn.Sequential, nn.ModuleList)):
-        return [f"{stage}.blocks.{c}" for c, _ in inner.named_children()]
-    children = [(c, m) for c, m in module.named_children() if not _is_identity(m)]
-    # A stage that is itself one block (e.g. a single conv) has only leaf children: no block list.
-    if all(len(list(m.children())) == 0 for _, m in children):
-        return []
-    return [f"{stage}.{c}" for c, m in children if len(list(m.children())) > 0]
-
-
-def _vit_specs(model: nn.Module) -> list[LayerSpec]:
-    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
-    grid = tuple(getattr(getattr(model, "patch_embed", None), "grid_size", ()) or ()) or None
-    specs = []
-    for i, block in enumerate(model.blocks):
-        mlp = getattr(block, "mlp", None)
-        if mlp is not None and hasattr(mlp, "fc2"):
-            specs.append(
-                LayerSpec(f"blocks.{i}.mlp.act", f"blocks.{i}.mlp.fc2", "tokens", read=_first_input,
-                          prefix_tokens=prefix, grid=grid, on_input=True)
-            )
-        specs.append(LayerSpec(f"blocks.{i}", f"blocks.{i}", "tokens", prefix_tokens=prefix, grid=grid))
-    return specs
-
-
-def _cnn_specs(model: nn.Module) -> list[LayerSpec]:
-    nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
-    read = (lambda out: nhwc_to_nchw(first_tensor(out))) if nhwc else first_tensor
-    specs = []
-    for stage in _stage_paths(model):
-        for block in _block_paths(model, stage):
-            specs.append(LayerSpec(block, block, "conv", read=read))
-        specs.append(LayerSpec(stage, stage, "conv", read=read))
-    modules = dict(model.named_modules())
-    for name in _PREPOOL:
-        if name in modules and not _is_identity(modules[name]):
-            specs.append(LayerSpec(name, name, "conv", read=read))
-            break
-    return specs
+def timm_logits(out: Any) -> torch.Tensor:
+    """timm returns (N, K) logits; a head left spatial (N, K, 1, 1) is flattened."""
+    t = out[0] if isinstance(out, (tuple, list)) else out
+    return t.flatten(1) if t.ndim == 4 else t
 
 
 def _labels(model: nn.Module, config: dict[str, Any]) -> tuple[list[str] | None, list[list[str]] | None]:
@@ -118,21 +63,22 @@ def wrap_timm(model: nn.Module, *, model_id: str, revision: str | None, device: 
     from timm.data import resolve_model_data_config
 
     config = config or {}
-    is_vit = hasattr(model, "num_prefix_tokens") and isinstance(getattr(model, "blocks", None), (nn.Sequential, nn.ModuleList))
-    specs = _vit_specs(model) if is_vit else _cnn_specs(model)
-    if not specs:
-        raise UnsupportedArchitecture(
-            f"{model_id}: timm architecture '{type(model).__name__}' has no stages or blocks hf_fviz can hook. "
-            "Supported timm families: ResNet, EfficientNet, MobileNet, ConvNeXt, RegNet, ViT/DeiT/EVA, Swin and similar."
-        )
-    has_head = getattr(model, "num_classes", 0) > 0
-    if has_head:
-        specs.append(LayerSpec(LOGITS, None, "logits"))
     data = resolve_model_data_config(model)
     _, h, w = data["input_size"]
+    embed = getattr(model, "patch_embed", None)
+    if getattr(embed, "strict_img_size", False) and getattr(embed, "img_size", None):
+        h, w = embed.img_size  # a model built for another size than its pretrained_cfg says
+    model.eval().to(device)
+    specs, transformer = timm_specs(model, (int(h), int(w)))
+    if not specs:
+        raise UnsupportedArchitecture(
+            f"{model_id}: the probe forward pass of timm '{type(model).__name__}' found no feature maps or token layers"
+        )
+    has_head = (getattr(model, "num_classes", 0) or 0) > 0
+    if has_head:
+        specs.append(LayerSpec(LOGITS, None, "logits"))
     labels, aliases = _labels(model, config) if has_head else (None, None)
-    family = "vit" if is_vit or "swin" in type(model).__name__.lower() else "cnn"
-    model.to(device)
+    family = "vit" if transformer else "cnn"
     return VisionModel(
         id=model_id,
         module=model,
@@ -145,7 +91,7 @@ def wrap_timm(model: nn.Module, *, model_id: str, revision: str | None, device: 
         revision=revision,
         labels=labels,
         label_aliases=aliases,
-        logits_fn=(lambda out: out) if has_head else None,
+        logits_fn=timm_logits if has_head else None,
         device=device,
     )
 

@@ -60,8 +60,20 @@ def first_tensor(output: Any) -> torch.Tensor:
     raise TypeError(f"cannot find a tensor in module output of type {type(output).__name__}")
 
 
-def nhwc_to_nchw(t: torch.Tensor) -> torch.Tensor:
-    return t.permute(0, 3, 1, 2)
+_INPUT_HW = threading.local()
+
+
+def set_input_hw(hw: Sequence[int]) -> None:
+    """Remember the spatial size of the batch this thread runs: a layer whose tokens are laid out
+    on a map (Swin, PVT) needs the grid of the actual input, which may differ from `input_size`."""
+    _INPUT_HW.value = (int(hw[0]), int(hw[1]))
+
+
+def input_hw() -> tuple[int, int]:
+    hw = getattr(_INPUT_HW, "value", None)
+    if hw is None:
+        raise RuntimeError("a token-map layer was read outside VisionModel.activations")
+    return hw
 
 
 @dataclass
@@ -127,7 +139,7 @@ class VisionModel:
         if self.fold_bn:
             from .fuse import fold_batchnorm
 
-            example = torch.randn(2, 3, *self.input_size, generator=torch.Generator().manual_seed(0)).to(self.device)
+            example = torch.randn(1, 3, *self.input_size, generator=torch.Generator().manual_seed(0)).to(self.device)
             self.module, self.folded_norms = fold_batchnorm(self.module, example)
         if self.family == "cnn":
             # oneDNN / cuDNN run NHWC convolutions (depthwise ones especially) much faster; inputs
@@ -233,6 +245,7 @@ class VisionModel:
             raise _StopForward
 
         handle = spec.attach(self._modules[spec.module_path], capture)
+        set_input_hw(x.shape[-2:])
         try:
             self.module(x)
         except _StopForward:
@@ -275,6 +288,7 @@ class VisionModel:
             handles.append(spec.attach(self._modules[spec.module_path], record))
         h, w = self.input_size
         x = torch.zeros(1, 3, h, w, device=self.device)
+        set_input_hw((h, w))
         try:
             with torch.no_grad():
                 out = self.module(x)
