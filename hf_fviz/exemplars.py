@@ -265,4 +265,26 @@ def save_exemplars(found: ExemplarResult, out_dir: str | os.PathLike[str], *, mo
     return str(out / "manifest.json")
 
 
-__all__ = ["Exemplar", "ExemplarResult", "attach", "find_exemplars", "receptive_field", "save_exemplars", "unit_values"]
+
+
+def with_exemplars(model: Any, visualizations: Sequence[Any], source: str | os.PathLike[str], *, top: int = 8,
+                   max_images: int | None = 2000, split: str | None = None, image_column: str | None = None,
+                   batch_size: int = 64, progress: Progress | None = None) -> ExemplarResult | None:
+    """Find the exemplars of the visualized units (one pass over `source` per layer), attach them
+    and run the sanity check (`hf_fviz.sanity`): each visualization then carries
+    `extra['exemplars']` and `extra['sanity']`, which `render.save`, the card and the Space show.
+    Returns the last layer's `ExemplarResult` (None when no visualization is of a unit)."""
+    from .sanity import check_visualizations
+
+    found = None
+    for layer in dict.fromkeys(v.layer for v in visualizations if v.unit is not None):
+        units = list(dict.fromkeys(v.unit for v in visualizations if v.layer == layer and v.unit is not None))
+        found = find_exemplars(model, layer=layer, units=units, source=source, top=top, max_images=max_images, split=split,
+                               image_column=image_column, batch_size=batch_size, progress=progress)
+        attach(visualizations, found)
+    check_visualizations(model, visualizations)
+    return found
+
+
+__all__ = ["Exemplar", "ExemplarResult", "attach", "find_exemplars", "receptive_field", "save_exemplars", "unit_values",
+           "with_exemplars"]

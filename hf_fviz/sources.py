@@ -79,6 +79,19 @@ def iter_source(
     yield from _batched(rows, size, batch_size)
 
 
+def check_source(source: str | os.PathLike[str], *, split: str | None = None, image_column: str | None = None) -> None:
+    """Raise `BadImageSet` now for a source that cannot be read (missing folder or dataset, gated,
+    unknown split, no image column), before a long run that would end in it; reads no image."""
+    text = os.fspath(source)
+    if is_hub_dataset(text):
+        ds, chosen = _open_split(text, split)
+        _image_column(ds, text, chosen, image_column)
+    elif split is not None or image_column is not None:
+        raise BadImageSet(f"--split and --image-column are for hub datasets (org/name); {text} is a local source")
+    elif not (text == SAMPLES or Path(text).expanduser().exists()):
+        raise BadImageSet(f"no such file or folder: {text}" + ("" if "/" in text else " (nor a hub dataset ID: use org/name)"))
+
+
 def load_source(source: str | os.PathLike[str], *, size: tuple[int, int], max_images: int | None = None,
                 split: str | None = None, image_column: str | None = None) -> ImageSet:
     """All of a source's images (at most `max_images`) as one `ImageSet`."""
@@ -214,4 +227,4 @@ def _decode(cell: Any, name: str) -> Any:
         raise BadImageSet(f"cannot decode {name} ({type(err).__name__}: {err})") from None
 
 
-__all__ = ["Batch", "describe", "is_hub_dataset", "iter_source", "load_source", "DATASETS_INSTALL"]
+__all__ = ["Batch", "check_source", "describe", "is_hub_dataset", "iter_source", "load_source", "DATASETS_INSTALL"]
