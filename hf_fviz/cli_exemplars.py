@@ -40,7 +40,7 @@ def add_exemplar_options(p: argparse.ArgumentParser) -> None:
 
 
 def exemplar_bar():
-    """A tqdm progress callback for `find_exemplars` (images and images/s) and the bars to close."""
+    """A tqdm progress callback for `find_exemplars` (images done, images/s) and the bars to close."""
     from tqdm.auto import tqdm
 
     bars: list = []
@@ -48,9 +48,7 @@ def exemplar_bar():
     def progress(done: int, total, info) -> None:
         if not bars:
             bars.append(tqdm(desc="exemplars", unit="img", total=total, dynamic_ncols=True))
-        bars[0].n = done
-        bars[0].set_postfix_str(f"{info['images_per_s']:.0f} images/s", refresh=False)
-        bars[0].refresh()
+        bars[0].update(done - bars[0].n)  # tqdm's own rate column then reads images/s
 
     return progress, bars
 
@@ -73,7 +71,7 @@ def exemplars_parser(sub: argparse._SubParsersAction) -> Handler:
     _add_model_options(p)
     p.add_argument("--layer", default=None, help="layer name (default: logits where the model has a head)")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--units", default=None, help="unit indices, e.g. 3,7,9")
+    which.add_argument("--units", default=None, help="unit indices and ranges, e.g. 0-15,40, or all")
     which.add_argument("--classes", default=None, help='class names or indices, e.g. "tabby cat,espresso"')
     p.add_argument("--images", required=True, metavar="SOURCE", help="a folder, 'samples', or a hub dataset org/name")
     _add_source_options(p)
@@ -97,10 +95,10 @@ def _exemplars(args: argparse.Namespace) -> int:
             raise InvalidSettings(f"classes are logits; drop --layer {args.layer} or pass --units instead")
         layer, units = "logits", [model.class_index(c) for c in _split_targets(args.classes, "--classes")]
     else:
-        raw = _split_targets(args.units, "--units")
-        if any(not t.isdigit() for t in raw):
-            raise InvalidSettings(f"--units takes indices, got {next(t for t in raw if not t.isdigit())!r}")
-        layer, units = args.layer or model.default_layer, [int(t) for t in raw]
+        from .atlas import parse_units
+
+        layer = args.layer or model.default_layer
+        units = parse_units(args.units, model.layer(layer).units, layer=layer)
     progress, bars = exemplar_bar()
     try:
         found = find_exemplars(model, layer=layer, units=units, source=args.images, top=args.top, max_images=args.max_images,
