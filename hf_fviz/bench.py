@@ -620,9 +620,34 @@ class MethodQuality:
     self_ranks: list[int]
     judge_top1: list[str]
     seconds: float
+    insertion: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def insertion_summary(self, key: str = "ratio") -> float:
+        """Mean over classes of an insertion figure (`ratio`, `alpha_auc`, `random_auc`,
+        `ratio_all_views`); NaN without insertion results."""
+        values = [row[key] for row in self.insertion if math.isfinite(row.get(key, float("nan")))]
+        return float(np.mean(values)) if values else float("nan")
+
+
+def _insertion_rows(model: Any, vis: Sequence[Any], log: Log) -> list[dict[str, float]]:
+    """Insertion test (`hf_fviz.insertion`) of each visualization's transparency map, and of the
+    map summed over every view (whole canvas included) for comparison."""
+    from .insertion import insertion_test
+
+    rows = []
+    for v in vis:
+        r = insertion_test(model, v)
+        row = {"alpha_auc": r.alpha_auc, "random_auc": r.random_auc, "ratio": r.ratio}
+        if "transparency_all" in v.extra:
+            every = insertion_test(model, v, transparency=v.extra["transparency_all"])
+            row.update(alpha_auc_all_views=every.alpha_auc, ratio_all_views=every.ratio)
+        rows.append(row)
+        log(f"  insertion {v.label}: AUC alpha {r.alpha_auc:.3f}, random {r.random_auc:.3f}, ratio {r.ratio:.2f}"
+            + (f" (all views: {row['ratio_all_views']:.2f})" if "ratio_all_views" in row else ""))
+    return rows
 
 
 @dataclass
@@ -741,6 +766,7 @@ def run_quality(settings: QualitySettings = QualitySettings(), *, log: Log | Non
     for method in settings.methods:
         log(f"quality: {method}, {len(classes)} classes, {steps} steps")
         start = time.perf_counter()
+        insertion: list[dict[str, float]] = []
         if method == "horama":
             hs = settings.horama
             images = []
@@ -754,6 +780,7 @@ def run_quality(settings: QualitySettings = QualitySettings(), *, log: Log | Non
             vis = visualize(model, classes=classes, method=method, steps=steps, size=size, crops=crops, seed=settings.seed,
                             progress=_every(log, steps, f"  {method}"))
             images = [np.asarray(rgb_image(v)) for v in vis]
+            insertion = _insertion_rows(model, vis, log)
             views = f"{crops} views (whole + {crops - 1} crops)" if crops > 1 else f"{crops} crops"
             described = f"hf_fviz {method}: canvas {size}, {views}, lr {vis[0].settings.lr:g}, {steps} steps"
         seconds = time.perf_counter() - start
@@ -768,7 +795,7 @@ def run_quality(settings: QualitySettings = QualitySettings(), *, log: Log | Non
         out.append(MethodQuality(
             method=method, settings=described, top1=sum(r == 1 for r in jr) / n, top5=sum(r <= 5 for r in jr) / n,
             self_rank1=sum(r == 1 for r in sr) / n, judge_ranks=jr, self_ranks=sr,
-            judge_top1=[judge.label(t) for t in top], seconds=seconds,
+            judge_top1=[judge.label(t) for t in top], seconds=seconds, insertion=insertion,
         ))
         log(f"  -> top-1 {out[-1].top1:.0%}, top-5 {out[-1].top5:.0%}, rank 1 on {settings.model}: {out[-1].self_rank1:.0%}")
     imagesets = _imagesets_quality(model, judge, settings, log) if settings.imagesets else None
@@ -812,6 +839,16 @@ def quality_table(report: QualityReport) -> str:
     for m in report.methods:
         lines.append(f"| {m.method} | {m.settings} | {m.top1:.0%} | {m.top5:.0%} | {geometric_mean(m.judge_ranks):.2f} | "
                      f"{m.self_rank1:.0%} | {m.seconds:.0f} |")
+    measured = [m for m in report.methods if m.insertion]
+    if measured:
+        lines += ["", "Insertion test of the transparency maps (Petsiuk et al. 2018; `hf_fviz.insertion`): the unit's objective "
+                  "while the image is revealed over a blurred copy, most attributed pixels first, against random order; "
+                  "AUC of the curve scaled to 0 (blurred) .. 1 (full image), mean over classes:", "",
+                  "| method | AUC, alpha order | AUC, random order | ratio (mean per class) | ratio, map of all views |",
+                  "|---|---|---|---|---|"]
+        for m in measured:
+            lines.append(f"| {m.method} | {m.insertion_summary('alpha_auc'):.3f} | {m.insertion_summary('random_auc'):.3f} | "
+                         f"{m.insertion_summary('ratio'):.2f} | {_fmt(m.insertion_summary('ratio_all_views'), '.2f')} |")
     lines += ["", "Judge rank of the target class per class (visualized-model rank in brackets):", ""]
     lines.append("| class | " + " | ".join(m.method for m in report.methods) + " |")
     lines.append("|---|" + "---|" * len(report.methods))

@@ -70,6 +70,9 @@ class Item:
     objective: float | None = None
     members: int | None = None
     layer: str | None = None  # set when one folder holds several layers
+    exemplars: tuple[Path, ...] = ()  # natural exemplars (crops where there are), best first
+    exemplar_source: str | None = None
+    sanity: dict[str, Any] | None = None
 
     @property
     def caption(self) -> str:
@@ -148,6 +151,7 @@ def read_output(from_dir: str | os.PathLike[str]) -> OutputFolder:
                 objective=float(objective) if isinstance(objective, int | float) and not isinstance(objective, bool) else None,
                 members=len(members) if isinstance(members, list) else (members if isinstance(members, int) else None),
                 layer=raw["layer"] if len(layers) > 1 and isinstance(raw.get("layer"), str) else None,
+                **_exemplar_fields(resolved_root, raw, i),
             )
         )
     grid_name = manifest.get("grid") if isinstance(manifest.get("grid"), str) else "grid.png"
@@ -169,6 +173,22 @@ def read_output(from_dir: str | os.PathLike[str]) -> OutputFolder:
         grid=grid,
         version=version if isinstance(version, str) and version else None,
     )
+
+
+def _exemplar_fields(root: Path, raw: dict[str, Any], i: int) -> dict[str, Any]:
+    """An item's exemplars (`hf_fviz.exemplars`, up to 4 crops or images) and sanity check, if any."""
+    rows = raw.get("exemplars")
+    if not isinstance(rows, list) or not rows:
+        return {}
+    paths = []
+    for j, ex in enumerate(rows[:4]):
+        rel = ex.get("crop") or ex.get("image") if isinstance(ex, dict) else None
+        if not isinstance(rel, str):
+            raise PublishError(f"item {i} exemplar {j} has no image path; not an hf-fviz manifest")
+        paths.append(_inside(root, rel, what=f"item {i} exemplar {j}"))
+    sanity = raw.get("sanity")
+    return {"exemplars": tuple(paths), "exemplar_source": str(rows[0].get("source") or ""),
+            "sanity": sanity if isinstance(sanity, dict) and isinstance(sanity.get("score"), int | float) else None}
 
 
 def _inside(root: Path, relative: str, *, what: str) -> Path:
@@ -205,10 +225,11 @@ class Assets:
     grid: Asset
     items: tuple[Asset, ...]
     omitted: int  # items shown in the grid only (beyond `max_units`)
+    exemplars: tuple[Asset | None, ...] = ()  # per shown item: its natural exemplars in one strip
 
     @property
     def all(self) -> tuple[Asset, ...]:
-        return (self.grid, *self.items)
+        return (self.grid, *self.items, *(a for a in self.exemplars if a is not None))
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -296,7 +317,21 @@ def prepare_assets(output: OutputFolder, *, limits: AssetLimits = AssetLimits())
         cell = max(16, min(256, 2048 // cols - 4))  # an atlas of 1000 units stays a 2k-px grid
         grid_img = build_grid([_fit_px(_open_image(item.image), cell) for item in output.items])
     grid = Asset(f"{folder}/grid.png", _fit_bytes(grid_img, limits.max_grid_bytes), "grid")
-    return Assets(grid=grid, items=tuple(item_assets), omitted=len(output.items) - len(shown))
+    strips = tuple(_exemplar_strip(item, asset, limits) for item, asset in zip(shown, item_assets))
+    return Assets(grid=grid, items=tuple(item_assets), omitted=len(output.items) - len(shown),
+                  exemplars=strips if any(strips) else ())
+
+
+def _exemplar_strip(item: Item, asset: Asset, limits: AssetLimits) -> Asset | None:
+    """The item's exemplars side by side, one PNG (small: cells of at most 128 px)."""
+    if not item.exemplars:
+        return None
+    cell = min(128, limits.max_image_px)
+    tiles = [_fit_px(_open_image(p), cell).convert("RGB").resize((cell, cell), Image.Resampling.LANCZOS) for p in item.exemplars]
+    strip = Image.new("RGB", (len(tiles) * (cell + 4) - 4, cell), "white")
+    for j, tile in enumerate(tiles):
+        strip.paste(tile, (j * (cell + 4), 0))
+    return Asset(asset.path_in_repo.rsplit(".", 1)[0] + "_exemplars.png", _png(strip), f"{item.caption} · natural exemplars")
 
 
 # ---------------------------------------------------------------------------- section text
@@ -373,6 +408,7 @@ def render_section(
         lines.append("")
     if assets.omitted:
         lines += [f"{assets.omitted} more units are shown in the grid only.", ""]
+    lines += _exemplar_lines(output, assets, link)
     settings = output.settings
     rows = [
         ("method", _code(output.method)),
@@ -400,6 +436,35 @@ def render_section(
         f"[Try this model in the hf-fviz Space]({space}) to visualize other units and layers.",
     ]
     return "\n".join(lines)
+
+
+def _exemplar_lines(output: OutputFolder, assets: Assets, link: Any) -> list[str]:
+    """Natural exemplars beside each unit, with its sanity check (when the folder has them)."""
+    if not assets.exemplars:
+        return []
+    shown = output.items[: len(assets.items)]
+    source = next((item.exemplar_source for item in shown if item.exemplar_source), "")
+    lines = [
+        "### Natural exemplars and sanity check",
+        "",
+        f"The images of {_code(source)} that excite each unit most (cropped around the most active position where the "
+        "layer has one). Sanity check (after Geirhos et al., 2024): the share of random images of the same source that "
+        "the network processes less like the unit's exemplars than the visualization, along the layers before the "
+        "unit; below 0.5 the visualization is flagged as reaching the unit in a way natural images do not.",
+        "",
+        "| unit | visualization | natural exemplars | sanity |",
+        "|---|:---:|:---:|---|",
+    ]
+    for item, image, strip in zip(shown, assets.items, assets.exemplars):
+        if strip is None:
+            continue
+        verdict = "n/a"
+        if item.sanity is not None:
+            score = float(item.sanity["score"])
+            verdict = f"{score:.2f}" + (" (flagged)" if item.sanity.get("flag") else "")
+        lines.append(f"| {_md(item.caption)} | ![{_md(image.caption)}]({link(image.path_in_repo)}) | "
+                     f"![{_md(strip.caption)}]({link(strip.path_in_repo)}) | {verdict} |")
+    return [*lines, ""]
 
 
 # ---------------------------------------------------------------------------- card text

@@ -293,10 +293,18 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- image sources, exemplars
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default=None, help="split of a hub dataset source (default: train)")
+    p.add_argument("--image-column", default=None, metavar="NAME", help="image column of a hub dataset source (default: the first)")
+
+
 # ---------------------------------------------------------------------------- dual / facets
 def _add_imageset_options(p: argparse.ArgumentParser, *, k_required: bool) -> None:
-    p.add_argument("--images", nargs="+", required=True, metavar="PATH",
-                   help="a folder, image files, or 'samples' (free photos bundled with scikit-image, scikit-learn, matplotlib)")
+    p.add_argument("--images", nargs="+", required=True, metavar="SOURCE",
+                   help="a folder, image files, 'samples' (free photos bundled with scikit-image, scikit-learn, matplotlib), "
+                        "or a hub dataset org/name")
+    _add_source_options(p)
     p.add_argument("--k", type=int, required=k_required, default=None if k_required else 4, help="clusters, one image each" + ("" if k_required else " (default 4)"))
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--size", type=int, default=None, help="canvas side in pixels")
@@ -331,7 +339,8 @@ def _imageset_run(args: argparse.Namespace, command: str, run) -> int:
     if args.out:
         check_out_dir(args.out)
     model = _load(args)
-    images = load_images(args.images[0] if len(args.images) == 1 else args.images, model=model)
+    images = load_images(args.images[0] if len(args.images) == 1 else args.images, model=model, split=args.split,
+                         image_column=args.image_column)
     bars: list = []  # opened on the first step, so that a bad setting prints one line only
 
     def progress(step: int, total: int, info) -> None:
@@ -442,6 +451,13 @@ def _visualize_parser(sub: argparse._SubParsersAction) -> Handler:
                    help="units optimized together (default: the fastest per unit on this machine, measured at the first steps)")
     p.add_argument("--max-seconds", type=float, default=None, metavar="S",
                    help="stop after S seconds at a step boundary and keep the images as they are (manifest: stopped_early)")
+    p.add_argument("--exemplars", default=None, metavar="SOURCE",
+                   help="also find each unit's top natural images in SOURCE (folder, 'samples', hub dataset org/name) "
+                        "and run the sanity check")
+    _add_source_options(p)
+    from .cli_exemplars import add_exemplar_options
+
+    add_exemplar_options(p)
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: fviz-<model>)")
     return _visualize
 
@@ -484,6 +500,10 @@ def _visualize(args: argparse.Namespace) -> int:
         if args.layer is not None:
             raise InvalidSettings(f"--text compares the image embedding with the text's; drop --layer {args.layer}")
         texts = [objectives.text(t) for t in args.text]
+    if args.exemplars is not None:
+        from .cli_exemplars import check_exemplar_options
+
+        check_exemplar_options(args)  # fail fast, before any compute
     model = _load(args)
     if classes is not None:
         classes = [model.class_index(c) for c in classes]  # fail fast, before any compute
@@ -508,8 +528,16 @@ def _visualize(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
+    if args.exemplars is not None:
+        from .cli_exemplars import add_exemplars
+
+        add_exemplars(args, model, vis)
     out = args.out or f"fviz-{model.id.replace('/', '--').replace(':', '-')}"
     path = save(vis, out, model=model, seconds=time.perf_counter() - start, device=model.device.type)
+    if args.exemplars is not None:
+        from .cli_exemplars import print_sanity
+
+        print_sanity(vis)
     if vis and vis[0].extra.get("stopped_early"):
         skipped = vis[0].extra.get("units_skipped", 0)
         done = min(v.extra.get("steps_done", args.steps) for v in vis)
@@ -577,7 +605,13 @@ def _space(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- registry
 # Each entry adds one sub-command parser and returns its handler. Add new commands here.
-PARSERS: list[Callable[[argparse._SubParsersAction], Handler]] = [_layers_parser, _publish_parser, _atlas_parser, _watch_parser, _bench_parser, _dual_parser, _facets_parser, _visualize_parser, _spectrum_parser, _space_parser]
+def _exemplars_parser(sub: argparse._SubParsersAction) -> Handler:
+    from .cli_exemplars import exemplars_parser
+
+    return exemplars_parser(sub)
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], Handler]] = [_layers_parser, _publish_parser, _atlas_parser, _watch_parser, _bench_parser, _dual_parser, _facets_parser, _visualize_parser, _spectrum_parser, _exemplars_parser, _space_parser]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

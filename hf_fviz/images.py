@@ -1,5 +1,6 @@
-"""Image sets for the dual-objective and multifaceted methods: a folder, a list of files, or the
-bundled `samples`, loaded once at a model's input size.
+"""Image sets for the dual-objective and multifaceted methods: a folder, a list of files, the
+bundled `samples`, or a hub dataset (`org/name`, see `hf_fviz.sources`), loaded once at a
+model's input size.
 
     >>> from hf_fviz.images import load_images
     >>> images = load_images("samples", size=(224, 224))      # 15 freely licensed photos
@@ -123,12 +124,16 @@ def load_images(
     model: VisionModel | None = None,
     max_pixels: int = MAX_PIXELS,
     max_images: int = MAX_IMAGES,
+    split: str | None = None,
+    image_column: str | None = None,
 ) -> ImageSet:
     """Load an image set resized to `size` (default: the model's input size).
 
     `images`: `"samples"` (the bundled photos), a folder (every image file in it, recursively,
     sorted; hidden files and non-image suffixes skipped), one file, a list of files/folders, an
-    `ImageSet` (resized if needed) or a float tensor (N, 3, H, W) in [0, 1].
+    `ImageSet` (resized if needed), a float tensor (N, 3, H, W) in [0, 1], or a hub dataset
+    ID `org/name` (its `split`, default train, and `image_column`, default the first image
+    column; the first `max_images` rows).
     Raises `BadImageSet` naming the first file that cannot be read.
     """
     if size is None:
@@ -140,6 +145,12 @@ def load_images(
         return images if images.size == hw else ImageSet(_resize_batch(images.pixels, hw), list(images.names), images.source, dict(images.info))
     if isinstance(images, torch.Tensor):
         return _from_tensor(images, hw)
+    from .sources import is_hub_dataset, load_source
+
+    if isinstance(images, (str, os.PathLike)) and is_hub_dataset(images):
+        return load_source(images, size=hw, max_images=max_images, split=split, image_column=image_column)
+    if split is not None or image_column is not None:
+        raise BadImageSet("split and image_column are for hub datasets (org/name)")
     if isinstance(images, (str, os.PathLike)) and os.fspath(images) == SAMPLES and not Path(SAMPLES).exists():
         return _load_samples(hw)
     paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)

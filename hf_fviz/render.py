@@ -5,7 +5,9 @@ min-max scaled; the alpha is the transparency (sum of |dL/dx|) averaged over col
 its 80th percentile and divided by its max (the 20 % most attributed pixels are opaque).
 
 `save(vis, out_dir, model=...)` writes `manifest.json`, `LAYER/UNIT.png`, `LAYER/UNIT_rgba.png`
-and `grid.png`. Everything is first written to a temporary folder next to `out_dir` and then
+and `grid.png`; a visualization with natural exemplars (`hf_fviz.exemplars.attach`) also gets
+`LAYER/UNIT_exemplars/J.jpg` (and `J_crop.jpg`), listed in its manifest item and drawn beside
+it in the grid. Everything is first written to a temporary folder next to `out_dir` and then
 moved into place (manifest last), so an error never leaves a half-written result.
 """
 
@@ -60,9 +62,12 @@ def caption(vis: Visualization) -> str:
 def grid(
     visualizations: Sequence[Visualization], *, cols: int | None = None, tile: int = 224, captions: bool = True, rgba: bool = False
 ) -> Image.Image:
-    """A grid of tiles (RGB, or RGBA composited on white) with a caption under each tile."""
+    """A grid of tiles (RGB, or RGBA composited on white) with a caption under each tile; with
+    exemplars, one row per visualization followed by its exemplars (crops where there are)."""
     if not visualizations:
         raise ValueError("no visualizations to put in a grid")
+    if any(v.extra.get("exemplars") for v in visualizations):
+        return exemplar_rows(visualizations, tile=tile, rgba=rgba)
     n = len(visualizations)
     cols = cols or min(n, max(1, math.ceil(math.sqrt(n * 1.5))))
     rows = math.ceil(n / cols)
@@ -74,20 +79,70 @@ def grid(
     for i, vis in enumerate(visualizations):
         r, c = divmod(i, cols)
         x, y = pad + c * (tile + pad), pad + r * (tile + cap_h + pad)
-        if rgba:
-            im = rgba_image(vis).resize((tile, tile), Image.Resampling.LANCZOS)
-            bg = Image.new("RGB", im.size, "white")
-            bg.paste(im, mask=im.getchannel("A"))
-            im = bg
-        else:
-            im = rgb_image(vis).resize((tile, tile), Image.Resampling.LANCZOS)
-        canvas.paste(im, (x, y))
+        canvas.paste(_tile(vis, tile, rgba), (x, y))
         if captions:
             text = caption(vis)
             while text and draw.textlength(text, font=font) > tile:
                 text = text[:-1]
             draw.text((x + 2, y + tile + 2), text, fill="black", font=font)
     return canvas
+
+
+def _tile(vis: Visualization, tile: int, rgba: bool) -> Image.Image:
+    if not rgba:
+        return rgb_image(vis).resize((tile, tile), Image.Resampling.LANCZOS)
+    im = rgba_image(vis).resize((tile, tile), Image.Resampling.LANCZOS)
+    bg = Image.new("RGB", im.size, "white")
+    bg.paste(im, mask=im.getchannel("A"))
+    return bg
+
+
+def exemplar_image(ex: Any, *, crop: bool) -> Image.Image:
+    """An exemplar's stored image (or its crop around the most active position) as PIL RGB."""
+    px = ex.crop() if crop and ex.box is not None else ex.pixels
+    return Image.fromarray(px.permute(1, 2, 0).contiguous().numpy(), "RGB")
+
+
+def exemplar_rows(visualizations: Sequence[Visualization], *, tile: int = 224, rgba: bool = False, shown: int = 4) -> Image.Image:
+    """One row per visualization: its tile, then up to `shown` exemplars (crops where there are)
+    with their activations; the caption of the row's first tile names the unit."""
+    font = ImageFont.load_default()
+    cap_h, pad = 16, 4
+    cols = 1 + min(shown, max(len(v.extra.get("exemplars") or []) for v in visualizations))
+    canvas = Image.new("RGB", (cols * (tile + pad) + pad + pad, len(visualizations) * (tile + cap_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, vis in enumerate(visualizations):
+        y = pad + r * (tile + cap_h + pad)
+        tiles = [(_tile(vis, tile, rgba), caption(vis))]
+        for ex in (vis.extra.get("exemplars") or [])[:shown]:
+            tiles.append((exemplar_image(ex, crop=True).resize((tile, tile), Image.Resampling.LANCZOS), f"act {ex.activation:.3g}"))
+        for c, (im, text) in enumerate(tiles):
+            x = pad + c * (tile + pad) + (pad if c else 0)  # a wider gap after the visualization
+            canvas.paste(im, (x, y))
+            while text and draw.textlength(text, font=font) > tile:
+                text = text[:-1]
+            draw.text((x + 2, y + tile + 2), text, fill="black", font=font)
+    return canvas
+
+
+def exemplar_entries(exemplars: Sequence[Any], folder: str, *, source: str) -> list[dict[str, Any]]:
+    """Manifest entries of a unit's exemplars (files under `folder`, written by `write_exemplars`)."""
+    out = []
+    for j, ex in enumerate(exemplars):
+        entry = {"source": source, "index": ex.index, "name": ex.name, "activation": round(float(ex.activation), 6),
+                 "image": f"{folder}/{j}.jpg"}
+        if ex.box is not None:
+            entry.update(crop=f"{folder}/{j}_crop.jpg", box=list(ex.box))
+        out.append(entry)
+    return out
+
+
+def write_exemplars(exemplars: Sequence[Any], root: Path, folder: str) -> None:
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    for j, ex in enumerate(exemplars):
+        exemplar_image(ex, crop=False).save(root / folder / f"{j}.jpg", quality=90)
+        if ex.box is not None:
+            exemplar_image(ex, crop=True).save(root / folder / f"{j}_crop.jpg", quality=90)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
@@ -106,6 +161,11 @@ def item_paths(vis: Visualization, index: int) -> tuple[str, str]:
     stem = str(vis.unit) if vis.unit is not None else f"objective{index}"
     folder = safe_name(vis.layer)
     return f"{folder}/{stem}.png", f"{folder}/{stem}_rgba.png"
+
+
+def exemplar_folder(image_path: str) -> str:
+    """`LAYER/UNIT.png` -> `LAYER/UNIT_exemplars`."""
+    return image_path.rsplit(".", 1)[0] + "_exemplars"
 
 
 def manifest(
@@ -127,6 +187,11 @@ def manifest(
         item = {"unit": vis.unit, "label": vis.label, "image": image, "rgba": rgba, "objective": round(float(vis.objective), 6)}
         if len(layers) > 1:
             item["layer"] = vis.layer
+        if vis.extra.get("exemplars"):
+            item["exemplars"] = exemplar_entries(vis.extra["exemplars"], exemplar_folder(image),
+                                                 source=vis.extra.get("exemplar_source", ""))
+        if vis.extra.get("sanity"):
+            item["sanity"] = vis.extra["sanity"]
         items.append(item)
     out: dict[str, Any] = {
         "hf_fviz_version": __version__,
@@ -207,6 +272,8 @@ def save(
             (tmp / image).parent.mkdir(parents=True, exist_ok=True)
             rgb_image(vis).save(tmp / image)
             rgba_image(vis).save(tmp / rgba)
+            if vis.extra.get("exemplars"):
+                write_exemplars(vis.extra["exemplars"], tmp, exemplar_folder(image))
         grid(visualizations, tile=tile).save(tmp / "grid.png")
         data = manifest(visualizations, model=model, seconds=seconds, device=device)
         (tmp / "manifest.json").write_text(json.dumps(data, indent=1) + "\n")

@@ -62,5 +62,14 @@ def hub_repos() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def hub_datasets() -> dict[str, str]:
+    """Tiny image datasets as hub dataset repos (tests/fixtures_datasets.py), built on first use."""
+    from tests import fixtures_datasets
+
+    built = fixtures_datasets.build(_ROOT / "src-datasets")
+    return {repo_id: populate_cache(HUB_CACHE, repo_id, folder, repo_type="dataset") for repo_id, folder in built.items()}
+
+
+@pytest.fixture(scope="session")
 def tmp_root() -> Path:
     return _ROOT

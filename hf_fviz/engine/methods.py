@@ -67,7 +67,8 @@ class Settings:
 class Visualization:
     """One unit's result. `image` (H, W, 3) float32 in [0, 1] (the model's view, un-normalized);
     `alpha` (H, W) display transparency in [0, 1] (clipped at its 80th percentile, / max);
-    `transparency` (H, W) the raw sum of |dL/dx| over steps (mean over colour); `history` the
+    `transparency` (H, W) the raw sum of |dL/dx| over steps (mean over colour), from the random
+    crops only (`extra['transparency_all']` holds the sum over every view); `history` the
     crop-averaged objective per step; `objective` the value on the whole (uncropped) image."""
 
     image: np.ndarray
@@ -308,6 +309,11 @@ def from_result(result: Any, rows: Sequence[dict[str, Any]], *, method: str, set
     gives that image's `unit`, `label` and `layer`; its other keys, after `extra`, go to `extra`."""
     images = result.images.permute(0, 2, 3, 1).numpy()
     trans = (result.transparency / 3.0).numpy()  # mean over colour channels
+    every_view = getattr(result, "transparency_all", None)
+    if every_view is not None and every_view is not result.transparency:  # kept for comparisons (bench)
+        every_view = (every_view / 3.0).numpy()
+    else:
+        every_view = None
     vis = []
     for i, row in enumerate(rows):
         row = dict(row)
@@ -325,7 +331,7 @@ def from_result(result: Any, rows: Sequence[dict[str, Any]], *, method: str, set
                 settings=settings,
                 model_id=model.id,
                 revision=model.revision,
-                extra={**extra, **row},
+                extra={**extra, **row, **({"transparency_all": every_view[i]} if every_view is not None else {})},
             )
         )
     return vis

@@ -6,8 +6,12 @@
 Per step: images = param() (N, 3, S, S) in [0, 1], float32 -> normalize -> K crops per image (one
 grid_sample) -> score (N,) under bf16 autocast on CUDA -> loss = -sum(score) [+ extra loss] ->
 backward -> transparency += |dL/dimage| (summed over colour channels, one map per image) ->
-optimizer step. Summing (not averaging) over images keeps each image's gradient independent of N,
-so a batch of N units optimizes exactly as N single runs.
+optimizer step. When the transforms cut their random crops from a separate view of the canvas
+(`attribution_tap`, as `RandomCrops` does beside a whole-canvas view), the transparency sums only
+the random crops' gradient: the whole view's gradient reaches every pixel and would flatten the
+map. The images are the same either way (the optimizer still gets the full gradient); the map
+of all views is kept as `transparency_all`. Summing (not averaging) over images keeps each
+image's gradient independent of N, so a batch of N units optimizes exactly as N single runs.
 
 Stops with `OptimizationDiverged` as soon as an objective is NaN or infinite (checked every step
 on CPU; every few steps on CUDA to avoid a device sync per step). With a `deadline`
@@ -62,7 +66,8 @@ class LoopSettings:
 class OptimizationResult:
     """What the loop returns, on the CPU: images (N, 3, S, S) in [0, 1]; transparency (N, S, S)
     = sum over steps of |dL/dx| summed over colour; history (steps, N) of the crop-averaged
-    objective; final (N,) the objective on the uncropped image (NaN when no `final_score`)."""
+    objective; final (N,) the objective on the uncropped image (NaN when no `final_score`);
+    transparency_all the same sum over every view (equal to `transparency` without a tap)."""
 
     images: torch.Tensor
     transparency: torch.Tensor
@@ -71,6 +76,7 @@ class OptimizationResult:
     seconds: float
     steps: int = field(default=0)
     stopped_early: bool = False
+    transparency_all: torch.Tensor | None = None
 
 
 @steady_heap()
@@ -98,6 +104,7 @@ def optimize(
     optimizer = settings.make_optimizer(list(param.parameters()))
     n, size = param.n, param.size
     transparency: torch.Tensor | None = None  # at the training render size (see ImageParam.render_size)
+    transparency_all: torch.Tensor | None = None
     history = torch.zeros(settings.steps, n, device=device)
     info: dict[str, Any] = {"objective": float("nan")}
     start = time.perf_counter()
@@ -107,7 +114,11 @@ def optimize(
         optimizer.zero_grad(set_to_none=True)
         images = param()
         images.retain_grad()
-        crops = transforms(normalize(images), step)
+        x = normalize(images)
+        crops = transforms(x, step)
+        tap = getattr(transforms, "attribution_tap", None)
+        if tap is not None:
+            tap.retain_grad()
         with amp:
             values = score(crops)
         values = values.float()
@@ -117,7 +128,10 @@ def optimize(
         loss.backward()
         with torch.no_grad():
             grad = images.grad.abs().sum(dim=1)
-            transparency = grad if transparency is None else transparency.add_(grad)
+            transparency_all = grad if transparency_all is None else transparency_all.add_(grad)
+            if tap is not None:
+                grad = _through(normalize, images, tap.grad).abs().sum(dim=1)
+                transparency = grad if transparency is None else transparency.add_(grad)
             history[step] = values.detach()
         if step % check_every == 0 or step == settings.steps - 1:
             _check_finite(values.detach(), loss.detach(), step)
@@ -143,15 +157,28 @@ def optimize(
                 final = final_score(x).float()
             if not torch.isfinite(final).all():
                 raise OptimizationDiverged("the final image's objective is NaN or infinite")
+    all_views = _to_canvas(transparency_all, n, size).cpu()
     return OptimizationResult(
         images=images.float().cpu(),
-        transparency=_to_canvas(transparency, n, size).cpu(),
+        transparency=_to_canvas(transparency, n, size).cpu() if transparency is not None else all_views,
+        transparency_all=all_views,
         history=history[:done].cpu().numpy(),
         final=final.cpu().numpy(),
         seconds=time.perf_counter() - start,
         steps=done,
         stopped_early=done < settings.steps,
     )
+
+
+def _through(normalize: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+    """A gradient w.r.t. the normalized canvas, carried back to the canvas in [0, 1] (the
+    normalization's vector-Jacobian product); zeros when no gradient reached it."""
+    if grad is None:
+        return torch.zeros_like(images)
+    with torch.enable_grad():
+        x = images.detach().requires_grad_(True)
+        (out,) = torch.autograd.grad(normalize(x), x, grad)
+    return out
 
 
 def _to_canvas(transparency: torch.Tensor | None, n: int, size: int) -> torch.Tensor:

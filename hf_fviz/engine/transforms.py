@@ -50,6 +50,10 @@ class RandomCrops:
     """Callable `(images (N, 3, S, S), step) -> (N*K, 3, h, w)` crops, grouped per image
     (rows i*K .. i*K+K-1 belong to image i)."""
 
+    attribution_tap: torch.Tensor | None = None
+    """After a call with a whole view: the (non-leaf) input of the random crops only, whose gradient is
+    the attribution of the random crops (see `optimize`); None otherwise."""
+
     def __init__(
         self, settings: CropSettings, *, out_size: tuple[int, int], steps: int, seed: int = 0, device: torch.device | str = "cpu"
     ) -> None:
@@ -93,11 +97,20 @@ class RandomCrops:
         return torch.cat([side[:, None], centre], dim=1)
 
     def __call__(self, images: torch.Tensor, step: int) -> torch.Tensor:
-        crops = self._random_crops(images, step)
+        self.attribution_tap = None
         if self.random_crops < self.crops:  # whole view in slot 0 of each image's group
+            # The random crops are cut from a view of the canvas whose gradient is theirs alone
+            # (the loop reads it for the transparency map); the whole view would otherwise add
+            # its |dL/dx| to every pixel and the map would select nothing. A view changes no value:
+            # the canvas gradient is still the sum of the same two terms.
+            tap = images.view_as(images)
+            self.attribution_tap = tap
+            crops = self._random_crops(tap, step)
             n = images.shape[0]
             whole = resize_whole(images, self.out_size)[:, None]
             crops = torch.cat([whole, crops.view(n, self.random_crops, *crops.shape[1:])], dim=1).flatten(0, 1)
+        else:
+            crops = self._random_crops(images, step)
         return self.add_noise(crops, self.crops)
 
     def _random_crops(self, images: torch.Tensor, step: int) -> torch.Tensor:
