@@ -33,6 +33,11 @@ def test_display_clip_and_alpha():
     a = alpha_from_transparency(t)
     assert a.max() == 1.0 and (a == 1.0).sum() >= 20  # top 20 % opaque
     assert a.min() == 0.0
+    corner = np.zeros((10, 10), dtype=np.float32)  # a neuron's map: zero on 91 % of the canvas
+    corner[:3, :3] = np.arange(1, 10).reshape(3, 3)
+    a = alpha_from_transparency(corner)
+    assert (a[3:] == 0).all() and (a[:, 3:] == 0).all()  # transparent outside its corner
+    np.testing.assert_allclose(a[:3, :3], np.minimum(corner[:3, :3], np.percentile(np.arange(1, 10), 80)) / np.percentile(np.arange(1, 10), 80))
 
 
 def test_png_rgba_and_grid():

@@ -110,8 +110,13 @@ def validate(*, method: str, steps: int, size: int, crops: int, lr: float | None
 
 
 def alpha_from_transparency(t: np.ndarray, percentile: float = 80.0) -> np.ndarray:
-    """Display alpha as in the paper: clip at the `percentile`, divide by the max."""
-    clipped = np.minimum(t, np.percentile(t, percentile))
+    """Display alpha as in the paper: clip at the `percentile`, divide by the max. A map that is
+    zero on more than that share of the canvas (a neuron's corner) is clipped at the percentile of
+    its non-zero part instead: the paper's rule would make the whole image transparent."""
+    cap = np.percentile(t, percentile)
+    if cap <= 0 and (t > 0).any():
+        cap = np.percentile(t[t > 0], percentile)
+    clipped = np.minimum(t, cap)
     top = float(clipped.max())
     return (clipped / top if top > 0 else np.zeros_like(clipped)).astype(np.float32)
 
