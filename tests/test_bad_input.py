@@ -458,13 +458,15 @@ def test_memory_refusal_states_estimate_limit_and_a_batch_size_that_fits(monkeyp
     one = budget.estimate(model, units=1, crops=4, size=256, layers=["logits"])
     monkeypatch.setenv(budget.ENV_LIMIT, str(int(one.total * 2.5)))  # room for two units at once, not five
     with pytest.raises(E.ResourceLimit) as info:
-        hf_fviz.visualize(model, units=[0, 1, 2, 3, 4], steps=1, size=256, crops=4)
+        hf_fviz.visualize(model, units=[0, 1, 2, 3, 4], steps=1, size=256, crops=4, batch_size=5)
     message = str(info.value)
     assert f"about {budget.gib(one.total * 5)}" in message and "5 unit(s) at once x 4 crop(s)" in message
     assert f"only {budget.gib(int(one.total * 2.5))} is free ({budget.ENV_LIMIT})" in message
     assert "--batch-size 2" in message
     vis = hf_fviz.visualize(model, units=[0, 1, 2, 3, 4], steps=1, size=256, crops=4, batch_size=2)  # what it suggested
     assert len(vis) == 5
+    auto = hf_fviz.visualize(model, units=[0, 1, 2, 3, 4], steps=1, size=256, crops=4)  # measured chunks fit the memory
+    assert len(auto) == 5 and max(v.extra["chunk"] for v in auto) >= 2  # at most 2 units per chunk: 5 units, 3+ chunks
 
 
 def test_memory_probe_measures_the_truncated_forward_pass() -> None:
