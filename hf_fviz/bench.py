@@ -605,6 +605,7 @@ class QualitySettings:
     out: str | None = None
     horama: HoramaSettings = HoramaSettings()
     imagesets: bool = True
+    insertion_slices: int = 32  # insertion test of the transparency maps (0: skipped)
 
 
 @dataclass
@@ -632,17 +633,17 @@ class MethodQuality:
         return float(np.mean(values)) if values else float("nan")
 
 
-def _insertion_rows(model: Any, vis: Sequence[Any], log: Log) -> list[dict[str, float]]:
+def _insertion_rows(model: Any, vis: Sequence[Any], log: Log, *, slices: int = 32) -> list[dict[str, float]]:
     """Insertion test (`hf_fviz.insertion`) of each visualization's transparency map, and of the
     map summed over every view (whole canvas included) for comparison."""
     from .insertion import insertion_test
 
     rows = []
     for v in vis:
-        r = insertion_test(model, v)
+        r = insertion_test(model, v, slices=slices)
         row = {"alpha_auc": r.alpha_auc, "random_auc": r.random_auc, "ratio": r.ratio}
         if "transparency_all" in v.extra:
-            every = insertion_test(model, v, transparency=v.extra["transparency_all"])
+            every = insertion_test(model, v, transparency=v.extra["transparency_all"], slices=slices)
             row.update(alpha_auc_all_views=every.alpha_auc, ratio_all_views=every.ratio)
         rows.append(row)
         log(f"  insertion {v.label}: AUC alpha {r.alpha_auc:.3f}, random {r.random_auc:.3f}, ratio {r.ratio:.2f}"
@@ -780,7 +781,8 @@ def run_quality(settings: QualitySettings = QualitySettings(), *, log: Log | Non
             vis = visualize(model, classes=classes, method=method, steps=steps, size=size, crops=crops, seed=settings.seed,
                             progress=_every(log, steps, f"  {method}"))
             images = [np.asarray(rgb_image(v)) for v in vis]
-            insertion = _insertion_rows(model, vis, log)
+            if settings.insertion_slices > 0:
+                insertion = _insertion_rows(model, vis, log, slices=settings.insertion_slices)
             views = f"{crops} views (whole + {crops - 1} crops)" if crops > 1 else f"{crops} crops"
             described = f"hf_fviz {method}: canvas {size}, {views}, lr {vis[0].settings.lr:g}, {steps} steps"
         seconds = time.perf_counter() - start

@@ -254,6 +254,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> Handler:
     q.add_argument("--horama-size", type=int, default=1280, metavar="PX", help="horama's canvas (default: its own 1280)")
     q.add_argument("--horama-crops", type=int, default=6, metavar="K", help="horama's crops per step (default: its own 6)")
     q.add_argument("--no-imagesets", action="store_true", help="skip the image-set (dual/facets) quality table")
+    q.add_argument("--insertion-slices", type=int, default=32, metavar="N",
+                   help="insertion test of the transparency maps in N slices (default 32; 0 skips it)")
     return _bench
 
 
@@ -284,7 +286,7 @@ def _bench(args: argparse.Namespace) -> int:
     qsettings = bench.QualitySettings(classes=args.classes, steps=args.steps, methods=methods, size=args.size,
                                       crops=args.crops, out=args.out,
                                       horama=bench.HoramaSettings(size=args.horama_size, crops=args.horama_crops),
-                                      imagesets=not args.no_imagesets)
+                                      imagesets=not args.no_imagesets, insertion_slices=args.insertion_slices)
     report = bench.run_quality(qsettings, log=log)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1, default=str))

@@ -58,7 +58,8 @@ def print_sanity(vis) -> None:
     for v in rows:
         s = v.extra["sanity"]
         verdict = "FLAG: processed unlike its exemplars" if s["flag"] else "ok"
-        print(f"sanity {v.layer}:{v.unit} {v.label}: score {s['score']:.2f} (closer to its exemplars than "
+        name = f"{v.layer}:{v.unit}" + (f" {v.label}" if v.label != f"{v.layer}:{v.unit}" else "")
+        print(f"sanity {name}: score {s['score']:.2f} (closer to its exemplars than "
               f"{s['score']:.0%} of random images of the source) {verdict}")
     if rows:
         print(f"sanity: {sum(v.extra['sanity']['flag'] for v in rows)} of {len(rows)} units flagged")

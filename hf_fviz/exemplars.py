@@ -9,8 +9,8 @@ layer (`VisionModel.activations`). Per unit the activation is the channel object
 (spatial mean for conv, mean over patch tokens for tokens, the logit itself), so an exemplar's
 activation is the very number the visualization maximizes. A running top-k per unit keeps only
 the winners' pixels. For conv and token layers each exemplar also gets the box around its most
-active position (`box`, pixels of the stored image), as wide as the layer's effective receptive
-field there (`receptive_field`). A few images drawn uniformly from the stream (`random`) are
+active position (`box`, pixels of the stored image): twice the core of the layer's effective
+receptive field there (`receptive_field`), at most 3/4 of the image. A few images drawn uniformly from the stream (`random`) are
 kept for the sanity check (`hf_fviz.sanity`).
 """
 
@@ -79,9 +79,10 @@ def unit_values(act: torch.Tensor, info: Layer, units: torch.Tensor) -> tuple[to
 
 
 def receptive_field(model: Any, info: Layer) -> int:
-    """Side (input pixels) of the square around a central position of `info` that holds 90 % of
-    the input gradient of that position's activations (all channels, two random inputs): the
-    effective receptive field, measured rather than computed from the architecture."""
+    """Side (input pixels) of the square around a central position of `info` that holds half of
+    the input gradient of that position's activations (all channels, two random inputs): the core
+    of the effective receptive field (Luo et al. 2016), measured rather than computed from the
+    architecture."""
     h, w = model.input_size
     x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0)).to(model.device).requires_grad_(True)
     act = model.activations(x, info.name)
@@ -96,7 +97,7 @@ def receptive_field(model: Any, info: Layer) -> int:
     total = float(mass.sum())
     for half in range(4, max(h, w), 4):
         t, b, lft, r = max(0, cy - half), min(h, cy + half), max(0, cx - half), min(w, cx + half)
-        if float(mass[t:b, lft:r].sum()) >= 0.9 * total:
+        if float(mass[t:b, lft:r].sum()) >= 0.5 * total:
             return 2 * half
     return max(h, w)
 
@@ -152,8 +153,8 @@ def find_exemplars(
     unit_idx = torch.tensor(picked, device=model.device)
     size = tuple(model.input_size)
     grid = _grid(info) if info.kind in ("conv", "tokens") else None
-    side = receptive_field(model, info) if grid is not None else 0
-    crop = grid is not None and side < 0.75 * min(size)
+    field_side = receptive_field(model, info) if grid is not None else 0
+    side = min(2 * field_side, int(0.75 * min(size)))
     best_val = torch.full((n_units, 0), float("-inf"))
     best_idx = torch.zeros((n_units, 0), dtype=torch.long)
     best_pos = torch.zeros((n_units, 0), dtype=torch.long)
@@ -199,13 +200,13 @@ def find_exemplars(
         for j in range(best_idx.shape[1]):
             n = int(best_idx[u, j])
             name, pixels = kept[n]
-            box = _box(int(best_pos[u, j]), grid, size, side) if crop and grid is not None else None
+            box = _box(int(best_pos[u, j]), grid, size, side) if grid is not None else None
             rows.append(Exemplar(n, name, float(best_val[u, j]), pixels, box))
         result_top[unit] = rows
     randoms = [Exemplar(n, name, float("nan"), px) for n, name, px in sorted(reservoir, key=lambda r: r[0])]
     return ExemplarResult(
         info.name, describe(source, split), result_top, randoms, seen, time.perf_counter() - start,
-        {"top": k, "max_images": max_images, "batch_size": batch_size, "receptive_field": side or None,
+        {"top": k, "max_images": max_images, "batch_size": batch_size, "receptive_field": field_side or None,
          **({"split": split} if split else {}), **({"image_column": image_column} if image_column else {})},
     )
 

@@ -49,7 +49,8 @@ def test_bench_speed_rejects_unknown_cases_in_one_line(capsys):
 
 def test_bench_quality_smoke_two_classes_two_steps(capsys, tmp_path):
     code = main(["bench", "quality", "--classes", "2", "--steps", "2", "--size", "96", "--crops", "2",
-                 "--horama-size", "128", "--horama-crops", "2", "--json", "--out", str(tmp_path), "--no-imagesets"])
+                 "--horama-size", "128", "--horama-crops", "2", "--json", "--out", str(tmp_path), "--no-imagesets",
+                 "--insertion-slices", "4"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["judge"] == "builtin:efficientnet-lite0" and report["model"] == "builtin:mobilenetv2"
@@ -60,6 +61,10 @@ def test_bench_quality_smoke_two_classes_two_steps(capsys, tmp_path):
         assert all(1 <= r <= 1000 for r in m["judge_ranks"] + m["self_ranks"])
         assert len(m["judge_top1"]) == 2
     assert sorted(p.name for p in (tmp_path / "horama").iterdir()) == sorted(f"{c}.png" for c in report["classes"])
+    for m in report["methods"]:  # the insertion test of the transparency maps (none for horama)
+        rows = m["insertion"]
+        assert len(rows) == (0 if m["method"] == "horama" else 2)
+        assert all(set(r) == {"alpha_auc", "random_auc", "ratio", "alpha_auc_all_views", "ratio_all_views"} for r in rows)
     assert report["imagesets"] is None
 
 
@@ -198,3 +203,12 @@ def test_horama_images_go_through_our_display_step():
     assert out.shape == (16, 16, 3) and out.dtype == np.uint8
     assert np.abs(out.astype(np.int64) - expected).max() <= 1 and (out == expected).mean() > 0.99
     assert (out[0, :3, 0] == 0).all() and (out[0, :3, 1] == 255).all()  # outliers clipped, not stretched to
+
+
+def test_quality_table_reports_insertion_means_over_classes():
+    rows = [{"alpha_auc": 0.6, "random_auc": 0.3, "ratio": 2.0, "alpha_auc_all_views": 0.6, "ratio_all_views": 2.0},
+            {"alpha_auc": 0.4, "random_auc": 0.4, "ratio": 1.0, "alpha_auc_all_views": 0.5, "ratio_all_views": 1.25}]
+    m = bench.MethodQuality("maco", "s", 1.0, 1.0, 1.0, [1, 1], [1, 1], ["a", "b"], 1.0, insertion=rows)
+    assert m.insertion_summary() == pytest.approx(1.5) and m.insertion_summary("ratio_all_views") == pytest.approx(1.625)
+    table = bench.quality_table(bench.QualityReport("m", "j", [1, 2], ["x", "y"], 3, [m]))
+    assert "| maco | 0.500 | 0.350 | 1.50 | 1.62 |" in table
