@@ -46,6 +46,7 @@ UNORDERED_TOKENS = ("Hiera",)
 _MLP_WORDS = ("mlp", "ffn", "feed_forward", "feedforward", "channel_mixer", "pwconv")
 _ACT_MODULES = ("torch.nn.modules.activation", "transformers.activations", "timm.layers.activations")
 _NOT_ACT = ("Softmax", "Softmin", "LogSoftmax", "MultiheadAttention", "Threshold")
+_ACT_NAMES = re.compile(r"(ReLU\d*|GELU|GeLU|SiLU|Swish|Mish|Sigmoid|Tanh|ELU|Act)$")  # StarReLU, QuickGELU, ...
 _MAX_PREFIX_TOKENS = 32
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
@@ -181,7 +182,7 @@ def _is_activation(m: nn.Module) -> bool:
     name = type(m).__name__
     if any(w in name for w in _NOT_ACT):
         return False
-    return type(m).__module__.startswith(_ACT_MODULES) or name in ("GELU", "SiLU", "ReLU", "GELUTanh", "QuickGELU")
+    return type(m).__module__.startswith(_ACT_MODULES) or bool(_ACT_NAMES.search(name))
 
 
 def _parent(path: str) -> str:
@@ -341,6 +342,8 @@ class Discovery:
                     and call.out and _channels(call.out, linear=isinstance(self.modules[proj], nn.Linear)) == width):
                 if act is None or call.start > self.calls[act].start:
                     act = path
+        while act and _is_activation(self.modules[_parent(act)]):
+            act = _parent(act)  # the whole activation (StarReLU), not its inner ReLU
         shape = self.calls[read].inp
         if shape is None or len(shape) not in (3, 4):
             return None
@@ -387,10 +390,15 @@ def _nhwc_stacks(found: list[Found], hw: tuple[int, int], hint: bool) -> dict[st
     votes: dict[str, list[str]] = {}
     layouts: dict[str, str] = {}
     for f in found:
-        if len(f.shape) != 4 or f.layout:
+        if len(f.shape) != 4:
             continue
         _, a, b, c = f.shape
         nchw, nhwc = _is_grid(b, c, hw), _is_grid(a, b, hw)
+        if not (nchw or nhwc) or (f.layout == "NCHW" and not nchw) or (f.layout == "NHWC" and not nhwc):
+            layouts[f.name] = "none"  # not a map of the image (NesT's blocks of token sequences)
+            continue
+        if f.layout:
+            continue
         if nchw != nhwc:
             layouts[f.name] = "NCHW" if nchw else "NHWC"
             votes.setdefault(f.stack, []).append(layouts[f.name])
@@ -472,6 +480,8 @@ def _specs(every: list[Found], hw: tuple[int, int], prefix_hint: int | None, nhw
         names.add(f.name)
         src = _source(f.on_input)
         if len(f.shape) == 4:
+            if layouts.get(f.name) == "none":
+                continue
             nhwc = (f.layout or layouts.get(f.name)) == "NHWC"
             specs.append(LayerSpec(f.name, f.path, "conv", read=_compose(src, _permute_nhwc if nhwc else None),
                                    on_input=f.on_input))
