@@ -60,6 +60,7 @@ class Call:
     calls: int = 0
     out: tuple[int, ...] | None = None
     inp: tuple[int, ...] | None = None
+    out_index: int | None = None
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -67,6 +68,17 @@ def _shape(value: Any) -> tuple[int, ...] | None:
         return tuple(first_tensor(value).shape)
     except (TypeError, IndexError):
         return None
+
+
+def _main_output(value: Any) -> tuple[int | None, tuple[int, ...] | None]:
+    """(index in a tuple output, shape) of a module's per-image feature tensor: in a tuple, the
+    first item with the probe's batch of 1 (TNT returns inner pixel tokens, batched per patch,
+    before the patch tokens)."""
+    if isinstance(value, (tuple, list)) and not isinstance(value, torch.Tensor):
+        for i, item in enumerate(value):
+            if isinstance(item, torch.Tensor) and item.ndim in (3, 4) and item.shape[0] == 1:
+                return (i if i else None), tuple(item.shape)
+    return None, _shape(value)
 
 
 def probe(root: nn.Module, x: torch.Tensor) -> dict[str, Call]:
@@ -90,7 +102,7 @@ def probe(root: nn.Module, x: torch.Tensor) -> dict[str, Call]:
             call = seen[name]
             if call.done < 0:
                 call.done, counter[0] = counter[0], counter[0] + 1
-                call.out = _shape(output)
+                call.out_index, call.out = _main_output(output)
         return hook
 
     for name, m in root.named_modules():
@@ -207,6 +219,7 @@ class Found:
     role: str = "block"  # block | stage | stem | prepool | mlp
     layout: str = ""  # NCHW | NHWC | tokens
     stack: str = ""
+    index: int | None = None  # item of a tuple output
 
 
 @dataclass
@@ -233,7 +246,7 @@ class Discovery:
         call = self._ran_once(path)
         if call is None or len(call.out) not in (3, 4) or call.out[0] != 1:
             return None
-        return Found(path, path, call.out, role=role, stack=stack)
+        return Found(path, path, call.out, role=role, stack=stack, index=call.out_index)
 
     def blocks(self) -> list[Found]:
         out: dict[str, Found] = {}
@@ -428,7 +441,9 @@ def _token_map_reader(prefix: int, stride: float) -> Callable[[torch.Tensor], to
     return read
 
 
-def _source(on_input: bool) -> Callable[[Any], torch.Tensor]:
+def _source(on_input: bool, index: int | None = None) -> Callable[[Any], torch.Tensor]:
+    if index is not None:
+        return lambda out: out[index]
     return (lambda inputs: inputs[0]) if on_input else first_tensor
 
 
@@ -478,7 +493,7 @@ def _specs(every: list[Found], hw: tuple[int, int], prefix_hint: int | None, nhw
         if f.name in names:
             continue
         names.add(f.name)
-        src = _source(f.on_input)
+        src = _source(f.on_input, f.index)
         if len(f.shape) == 4:
             if layouts.get(f.name) == "none":
                 continue
