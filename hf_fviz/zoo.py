@@ -30,9 +30,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .zoo_models import Builder, hf_builders, timm_builders
+from .zoo_models import MAX_PARAMS, Builder, hf_builders, timm_builders
 
-MAX_PARAMS = 150_000_000  # bigger random models are skipped (1 CPU thread, minutes each)
 MODEL_SECONDS = 240
 
 
