@@ -107,9 +107,9 @@ def _timm_build(name: str, extra: dict[str, Any] | None = None) -> Callable[[Pat
         if model is None:
             raise RuntimeError(f"timm cannot build {name} with random weights at any size tried")
         cfg = dict(model.pretrained_cfg)
-        cfg.update(input_size=(3, *size), mean=MEAN, std=STD, num_classes=CLASSES)
+        cfg.update(input_size=(3, *size), mean=MEAN, std=STD, num_classes=model.num_classes)
         model.pretrained_cfg = cfg
-        args = model_args | {"num_classes": CLASSES}
+        args = model_args | {"num_classes": model.num_classes}  # an encoder-only variant keeps 0
         try:
             timm.models.save_for_hf(model, folder, model_args=args, safe_serialization=True)
         except RuntimeError as err:  # weights shared between modules (CoaT): store each key's own copy
