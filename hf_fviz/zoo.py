@@ -103,7 +103,7 @@ def check(builder: Builder, work: Path, *, steps: int = 4, size: int = 64, secon
                     raise FileNotFoundError("images missing from the output folder")
         row.ok = True
     except Exception as err:  # noqa: BLE001 - every failure is reported as one line
-        row.reason = one_line(err)
+        row.reason = one_line(err).replace(str(folder), builder.name)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         gc.collect()
