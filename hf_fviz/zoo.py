@@ -30,9 +30,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .zoo_models import Builder, hf_builders, timm_builders
+from .zoo_models import MAX_PARAMS, Builder, hf_builders, timm_builders
 
-MAX_PARAMS = 150_000_000  # bigger random models are skipped (1 CPU thread, minutes each)
 MODEL_SECONDS = 240
 
 
@@ -104,7 +103,7 @@ def check(builder: Builder, work: Path, *, steps: int = 4, size: int = 64, secon
                     raise FileNotFoundError("images missing from the output folder")
         row.ok = True
     except Exception as err:  # noqa: BLE001 - every failure is reported as one line
-        row.reason = one_line(err)
+        row.reason = one_line(err).replace(str(folder), builder.name)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         gc.collect()

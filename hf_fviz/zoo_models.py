@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+MAX_PARAMS = 150_000_000  # bigger random models are cut to 2 blocks where timm allows, else skipped
 SMALL_SIZES = (64, 96, 128, 224, 256)
 CLASSES = 10
 
@@ -47,13 +48,13 @@ def timm_families() -> dict[str, list[str]]:
     return out
 
 
-def _meta_params(name: str) -> int | None:
+def _meta_params(name: str, **kwargs: Any) -> int | None:
     import timm
 
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = timm.create_model(name, pretrained=False, num_classes=CLASSES)
+            model = timm.create_model(name, pretrained=False, num_classes=CLASSES, **kwargs)
         return sum(p.numel() for p in model.parameters())
     except Exception:  # noqa: BLE001 - a variant that cannot be built on meta is skipped
         return None
@@ -82,13 +83,15 @@ def smallest(names: list[str], candidates: int = 3) -> tuple[str, int | None]:
     return n, p
 
 
-def _timm_build(name: str) -> Callable[[Path], None]:
+def _timm_build(name: str, extra: dict[str, Any] | None = None) -> Callable[[Path], None]:
+    extra = dict(extra or {})
+
     def build(folder: Path) -> None:
         import timm
 
         model, size = None, None
         for img in (*SMALL_SIZES, None):
-            kwargs = {"num_classes": CLASSES} | ({"img_size": img} if img else {})
+            kwargs = {"num_classes": CLASSES} | extra | ({"img_size": img} if img else {})
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -99,14 +102,14 @@ def _timm_build(name: str) -> Callable[[Path], None]:
                         candidate(torch.zeros(1, 3, *hw))
             except Exception:  # noqa: BLE001 - this size (or img_size itself) is not accepted
                 continue
-            model, size, model_args = candidate, hw, ({"img_size": img} if img else {})
+            model, size, model_args = candidate, hw, extra | ({"img_size": img} if img else {})
             break
         if model is None:
             raise RuntimeError(f"timm cannot build {name} with random weights at any size tried")
         cfg = dict(model.pretrained_cfg)
-        cfg.update(input_size=(3, *size), mean=MEAN, std=STD, num_classes=CLASSES)
+        cfg.update(input_size=(3, *size), mean=MEAN, std=STD, num_classes=model.num_classes)
         model.pretrained_cfg = cfg
-        args = model_args | {"num_classes": CLASSES}
+        args = model_args | {"num_classes": model.num_classes}  # an encoder-only variant keeps 0
         try:
             timm.models.save_for_hf(model, folder, model_args=args, safe_serialization=True)
         except RuntimeError as err:  # weights shared between modules (CoaT): store each key's own copy
@@ -122,9 +125,16 @@ def _timm_build(name: str) -> Callable[[Path], None]:
     return build
 
 
-def _choose(item: tuple[str, list[str]]) -> tuple[str, str, int | None]:
+def _choose(item: tuple[str, list[str]]) -> tuple[str, str, int | None, dict[str, Any]]:
+    """(family, smallest variant, its parameters, extra kwargs): a variant over the budget is
+    cut to two blocks (`depth=2`) where the architecture takes a depth."""
     family, names = item
-    return (family, *smallest(names))
+    name, params = smallest(names)
+    if params is not None and params > MAX_PARAMS:
+        cut = _meta_params(name, depth=2)
+        if cut is not None and cut <= MAX_PARAMS:
+            return family, name, cut, {"depth": 2}
+    return family, name, params, {}
 
 
 def timm_builders(families: list[str] | None = None, *, jobs: int = 1) -> list[Builder]:
@@ -137,7 +147,8 @@ def timm_builders(families: list[str] | None = None, *, jobs: int = 1) -> list[B
 
         with multiprocessing.get_context("fork").Pool(jobs) as pool:
             chosen = pool.map(_choose, items, chunksize=1)
-    return [Builder("timm", family, name, _timm_build(name), params) for family, name, params in chosen]
+    return [Builder("timm", family, name + (" (depth=2)" if extra else ""), _timm_build(name, extra), params)
+            for family, name, params, extra in chosen]
 
 
 # ---------------------------------------------------------------------------------------- transformers

@@ -46,6 +46,7 @@ UNORDERED_TOKENS = ("Hiera",)
 _MLP_WORDS = ("mlp", "ffn", "feed_forward", "feedforward", "channel_mixer", "pwconv")
 _ACT_MODULES = ("torch.nn.modules.activation", "transformers.activations", "timm.layers.activations")
 _NOT_ACT = ("Softmax", "Softmin", "LogSoftmax", "MultiheadAttention", "Threshold")
+_ACT_NAMES = re.compile(r"(ReLU\d*|GELU|GeLU|SiLU|Swish|Mish|Sigmoid|Tanh|ELU|Act)$")  # StarReLU, QuickGELU, ...
 _MAX_PREFIX_TOKENS = 32
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
@@ -59,6 +60,7 @@ class Call:
     calls: int = 0
     out: tuple[int, ...] | None = None
     inp: tuple[int, ...] | None = None
+    out_index: int | None = None
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -66,6 +68,17 @@ def _shape(value: Any) -> tuple[int, ...] | None:
         return tuple(first_tensor(value).shape)
     except (TypeError, IndexError):
         return None
+
+
+def _main_output(value: Any) -> tuple[int | None, tuple[int, ...] | None]:
+    """(index in a tuple output, shape) of a module's per-image feature tensor: in a tuple, the
+    first item with the probe's batch of 1 (TNT returns inner pixel tokens, batched per patch,
+    before the patch tokens)."""
+    if isinstance(value, (tuple, list)) and not isinstance(value, torch.Tensor):
+        for i, item in enumerate(value):
+            if isinstance(item, torch.Tensor) and item.ndim in (3, 4) and item.shape[0] == 1:
+                return (i if i else None), tuple(item.shape)
+    return None, _shape(value)
 
 
 def probe(root: nn.Module, x: torch.Tensor) -> dict[str, Call]:
@@ -89,7 +102,7 @@ def probe(root: nn.Module, x: torch.Tensor) -> dict[str, Call]:
             call = seen[name]
             if call.done < 0:
                 call.done, counter[0] = counter[0], counter[0] + 1
-                call.out = _shape(output)
+                call.out_index, call.out = _main_output(output)
         return hook
 
     for name, m in root.named_modules():
@@ -181,7 +194,7 @@ def _is_activation(m: nn.Module) -> bool:
     name = type(m).__name__
     if any(w in name for w in _NOT_ACT):
         return False
-    return type(m).__module__.startswith(_ACT_MODULES) or name in ("GELU", "SiLU", "ReLU", "GELUTanh", "QuickGELU")
+    return type(m).__module__.startswith(_ACT_MODULES) or bool(_ACT_NAMES.search(name))
 
 
 def _parent(path: str) -> str:
@@ -206,6 +219,7 @@ class Found:
     role: str = "block"  # block | stage | stem | prepool | mlp
     layout: str = ""  # NCHW | NHWC | tokens
     stack: str = ""
+    index: int | None = None  # item of a tuple output
 
 
 @dataclass
@@ -232,7 +246,7 @@ class Discovery:
         call = self._ran_once(path)
         if call is None or len(call.out) not in (3, 4) or call.out[0] != 1:
             return None
-        return Found(path, path, call.out, role=role, stack=stack)
+        return Found(path, path, call.out, role=role, stack=stack, index=call.out_index)
 
     def blocks(self) -> list[Found]:
         out: dict[str, Found] = {}
@@ -341,6 +355,8 @@ class Discovery:
                     and call.out and _channels(call.out, linear=isinstance(self.modules[proj], nn.Linear)) == width):
                 if act is None or call.start > self.calls[act].start:
                     act = path
+        while act and _is_activation(self.modules[_parent(act)]):
+            act = _parent(act)  # the whole activation (StarReLU), not its inner ReLU
         shape = self.calls[read].inp
         if shape is None or len(shape) not in (3, 4):
             return None
@@ -387,10 +403,15 @@ def _nhwc_stacks(found: list[Found], hw: tuple[int, int], hint: bool) -> dict[st
     votes: dict[str, list[str]] = {}
     layouts: dict[str, str] = {}
     for f in found:
-        if len(f.shape) != 4 or f.layout:
+        if len(f.shape) != 4:
             continue
         _, a, b, c = f.shape
         nchw, nhwc = _is_grid(b, c, hw), _is_grid(a, b, hw)
+        if not (nchw or nhwc) or (f.layout == "NCHW" and not nchw) or (f.layout == "NHWC" and not nhwc):
+            layouts[f.name] = "none"  # not a map of the image (NesT's blocks of token sequences)
+            continue
+        if f.layout:
+            continue
         if nchw != nhwc:
             layouts[f.name] = "NCHW" if nchw else "NHWC"
             votes.setdefault(f.stack, []).append(layouts[f.name])
@@ -420,7 +441,9 @@ def _token_map_reader(prefix: int, stride: float) -> Callable[[torch.Tensor], to
     return read
 
 
-def _source(on_input: bool) -> Callable[[Any], torch.Tensor]:
+def _source(on_input: bool, index: int | None = None) -> Callable[[Any], torch.Tensor]:
+    if index is not None:
+        return lambda out: out[index]
     return (lambda inputs: inputs[0]) if on_input else first_tensor
 
 
@@ -470,8 +493,10 @@ def _specs(every: list[Found], hw: tuple[int, int], prefix_hint: int | None, nhw
         if f.name in names:
             continue
         names.add(f.name)
-        src = _source(f.on_input)
+        src = _source(f.on_input, f.index)
         if len(f.shape) == 4:
+            if layouts.get(f.name) == "none":
+                continue
             nhwc = (f.layout or layouts.get(f.name)) == "NHWC"
             specs.append(LayerSpec(f.name, f.path, "conv", read=_compose(src, _permute_nhwc if nhwc else None),
                                    on_input=f.on_input))

@@ -276,7 +276,7 @@ _BACKBONE_KEYS = ("out_features", "out_indices", "_out_features", "_out_indices"
 
 
 def _config(snapshot_dir: Path, model_type: str) -> Any:
-    """The repo's config; when its backbone `out_features` do not fit its depth (a DINOv2 or BEiT
+    """None when the repo's config loads as it is; when its backbone `out_features` do not fit its depth (a DINOv2 or BEiT
     config edited to another depth), without them: they only matter to *Backbone classes."""
     from transformers import CONFIG_MAPPING
 
@@ -284,7 +284,8 @@ def _config(snapshot_dir: Path, model_type: str) -> Any:
     if cfg_cls is None:
         return None
     try:
-        return cfg_cls.from_pretrained(str(snapshot_dir), local_files_only=True)
+        cfg_cls.from_pretrained(str(snapshot_dir), local_files_only=True)
+        return None  # loads as it is: let the model class read it (a tower reads its own part)
     except ValueError as err:
         if "out_features" not in str(err) and "out_indices" not in str(err):
             raise
