@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .zoo_models import MAX_PARAMS, Builder, hf_builders, timm_builders
+from .zoo_models import MAX_PARAMS, Builder, hf_builders, openclip_builders, timm_builders
 
 MODEL_SECONDS = 240
 
@@ -138,7 +138,7 @@ def summary(rows: Sequence[Row]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hf_fviz.zoo", description=__doc__.splitlines()[0])
-    p.add_argument("--library", choices=["timm", "transformers", "all"], default="all")
+    p.add_argument("--library", choices=["timm", "transformers", "open_clip", "all"], default="all")
     p.add_argument("--only", default=None, help="comma-separated families / model types")
     p.add_argument("--extra", action="append", default=[], help="module:function returning more zoo Builders")
     p.add_argument("--json", default=None, help="also write every row to this JSON file")
@@ -152,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         builders += timm_builders(only, jobs=args.jobs)
     if args.library in ("transformers", "all"):
         builders += hf_builders(only)
+    if args.library in ("open_clip", "all"):
+        builders += openclip_builders()
     for spec in args.extra:
         module, _, fn = spec.partition(":")
         builders += list(getattr(importlib.import_module(module), fn)())

@@ -262,3 +262,47 @@ def hf_builders(types: list[str] | None = None, *, every_class: bool = False) ->
         for class_name in classes if every_class else classes[:1]:
             out.append(Builder("transformers", model_type, class_name, _hf_build(model_type, class_name)))
     return out
+
+
+# ------------------------------------------------------------------------------------ OpenCLIP
+OPENCLIP_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}
+OPENCLIP_TINY: dict[str, dict[str, Any]] = {
+    "tiny-openclip-vit": {"embed_dim": 16, "text_cfg": OPENCLIP_TEXT,
+                          "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8}},
+    "tiny-openclip-convnext": {"embed_dim": 16, "text_cfg": OPENCLIP_TEXT,
+                               "vision_cfg": {"timm_model_name": "test_convnext", "timm_model_pretrained": False,
+                                              "timm_pool": "", "timm_proj": "linear", "image_size": 64}},
+    # a timm ViT trunk with attention-pool head, as SigLIP's; open_clip builds it at timm's own size
+    "tiny-openclip-timm-vit": {"embed_dim": 64, "text_cfg": OPENCLIP_TEXT, "custom_text": True,  # 64: test_vit's width
+                               "vision_cfg": {"timm_model_name": "test_vit", "timm_model_pretrained": False,
+                                              "timm_pool": "map", "timm_proj": "none", "image_size": 160}},
+    "tiny-openclip-rn": {"embed_dim": 16, "text_cfg": OPENCLIP_TEXT,  # OpenAI's ModifiedResNet
+                         "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 64}},
+}
+OPENCLIP_CARD = "---\nlibrary_name: open_clip\nlicense: apache-2.0\ntags:\n- clip\n---\n# {name}\n\nTiny random OpenCLIP model.\n"
+
+
+def write_openclip(folder: Path, name: str, *, seed: int) -> None:
+    """Write the tiny OpenCLIP model `name` (random weights) as open_clip's own `push_to_hf_hub`
+    lays a repo out: the full `model_cfg` and `preprocess_cfg` in `open_clip_config.json`, and
+    `open_clip_model.safetensors`."""
+    import open_clip
+    from open_clip.push_to_hf_hub import save_config_for_hf
+    from safetensors.torch import save_file
+
+    cfg = OPENCLIP_TINY[name]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {"mean": MEAN, "std": STD}}))
+    torch.manual_seed(seed)
+    model = open_clip.create_model(f"local-dir:{folder}", load_weights=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
+    save_config_for_hf(model, folder / "open_clip_config.json", model_config=cfg)
+    (folder / "README.md").write_text(OPENCLIP_CARD.format(name=name))
+
+
+def openclip_builders() -> list[Builder]:
+    """One zoo entry per tiny OpenCLIP tower (ViT, timm ConvNeXt, timm ViT with attention pool,
+    ModifiedResNet)."""
+    return [Builder("open_clip", name.removeprefix("tiny-openclip-"), name,
+                    lambda folder, name=name, i=i: write_openclip(folder, name, seed=100 + i))
+            for i, name in enumerate(OPENCLIP_TINY)]

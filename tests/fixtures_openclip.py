@@ -20,46 +20,24 @@ from pathlib import Path
 
 import torch
 
+from hf_fviz.zoo_models import OPENCLIP_TINY as OPENCLIP, write_openclip
+
 ORG = "fviz-test"
-MEAN = [0.5, 0.4, 0.3]  # not OpenAI's statistics, so a hard-coded default would be caught
+MEAN = [0.5, 0.4, 0.3]  # zoo_models' statistics (not OpenAI's, so a hard-coded default would be caught)
 STD = [0.2, 0.25, 0.3]
-TEXT = {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}
-OPENCLIP = {
-    "tiny-openclip-vit": {"embed_dim": 16, "text_cfg": TEXT,
-                          "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8}},
-    "tiny-openclip-convnext": {"embed_dim": 16, "text_cfg": TEXT,
-                               "vision_cfg": {"timm_model_name": "test_convnext", "timm_model_pretrained": False,
-                                              "timm_pool": "", "timm_proj": "linear", "image_size": 64}},
-    # a timm ViT trunk with attention-pool head, as SigLIP's; open_clip builds it at timm's own size
-    "tiny-openclip-timm-vit": {"embed_dim": 64, "text_cfg": TEXT, "custom_text": True,  # 64: test_vit's width
-                               "vision_cfg": {"timm_model_name": "test_vit", "timm_model_pretrained": False,
-                                              "timm_pool": "map", "timm_proj": "none", "image_size": 160}},
-    "tiny-openclip-rn": {"embed_dim": 16, "text_cfg": TEXT,  # OpenAI's ModifiedResNet
-                         "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 64}},
-}
-CARD = "---\nlibrary_name: open_clip\nlicense: apache-2.0\ntags:\n- clip\n---\n# {name}\n\nTiny random OpenCLIP model for tests.\n"
 WORDS = ["a", "an", "photo", "of", "red", "green", "blue", "apple", "dog", "cat", "car", "tree", "sky", "fish"]
 
 
 def build_openclip(src_root: Path) -> dict[str, Path]:
-    """Save each tiny OpenCLIP model under `src_root/openclip/<name>/`; returns {repo_id: folder}."""
-    import open_clip
-    from open_clip.push_to_hf_hub import save_config_for_hf
-    from safetensors.torch import save_file
-
+    """Save each tiny OpenCLIP model (`zoo_models.OPENCLIP_TINY`, shared with the zoo) under
+    `src_root/openclip/<name>/`; returns {repo_id: folder}."""
     out: dict[str, Path] = {}
-    for i, (name, cfg) in enumerate(OPENCLIP.items()):
+    for i, name in enumerate(OPENCLIP):
         folder = Path(src_root) / "openclip" / name
         out[f"{ORG}/{name}"] = folder
         if (folder / "open_clip_model.safetensors").is_file():
             continue  # built earlier in this session
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {"mean": MEAN, "std": STD}}))
-        torch.manual_seed(100 + i)
-        model = open_clip.create_model(f"local-dir:{folder}", load_weights=False)  # random weights
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
-        save_config_for_hf(model, folder / "open_clip_config.json", model_config=cfg)
-        (folder / "README.md").write_text(CARD.format(name=name))
+        write_openclip(folder, name, seed=100 + i)
     return out
 
 

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .vision_model import LayerSpec, first_tensor, input_hw, set_input_hw
+from .vision_model import LayerSpec, first_tensor, input_hw, nhwc_to_nchw, set_input_hw
 
 # Module classes whose token sequences are not in row-major patch order (Hiera's "unrolled"
 # order): their tokens keep kind `tokens` without a grid, so only orderless objectives use them.
@@ -425,10 +425,6 @@ def _nhwc_stacks(found: list[Found], hw: tuple[int, int], hint: bool) -> dict[st
     return layouts
 
 
-def _permute_nhwc(t: torch.Tensor) -> torch.Tensor:
-    return t.permute(0, 3, 1, 2)
-
-
 def _token_map_reader(prefix: int, stride: float) -> Callable[[torch.Tensor], torch.Tensor]:
     def read(t: torch.Tensor) -> torch.Tensor:
         t = t[:, prefix:] if prefix else t
@@ -498,7 +494,7 @@ def _specs(every: list[Found], hw: tuple[int, int], prefix_hint: int | None, nhw
             if layouts.get(f.name) == "none":
                 continue
             nhwc = (f.layout or layouts.get(f.name)) == "NHWC"
-            specs.append(LayerSpec(f.name, f.path, "conv", read=_compose(src, _permute_nhwc if nhwc else None),
+            specs.append(LayerSpec(f.name, f.path, "conv", read=_compose(src, nhwc_to_nchw if nhwc else None),
                                    on_input=f.on_input))
             continue
         prefix, grid = tokens[f.name]

@@ -60,6 +60,11 @@ def first_tensor(output: Any) -> torch.Tensor:
     raise TypeError(f"cannot find a tensor in module output of type {type(output).__name__}")
 
 
+def nhwc_to_nchw(t: torch.Tensor) -> torch.Tensor:
+    """Channels-last maps (Swin, ConvNeXt blocks in timm's NHWC mode) in the canonical N, C, H, W."""
+    return t.permute(0, 3, 1, 2)
+
+
 _INPUT_HW = threading.local()
 
 
