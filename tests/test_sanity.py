@@ -20,7 +20,7 @@ def test_path_is_spread_over_the_layers_before_the_target(mobilenet):
     layers = path_layers(mobilenet, "logits")
     names = [lay.name for lay in mobilenet.layers()]
     assert len(layers) == 6 and layers[-1] == "bn2" and layers[0] == names[0]
-    assert path_layers(mobilenet, "blocks.1") == ["blocks.0.0", "blocks.0", "blocks.1.0", "blocks.1.1"]
+    assert path_layers(mobilenet, "blocks.1") == ["bn1", "blocks.0.0", "blocks.0", "blocks.1.0", "blocks.1.1"]  # stem first
 
 
 def test_score_separates_a_visualization_from_unrelated_images(mobilenet):
