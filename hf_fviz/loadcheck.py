@@ -63,6 +63,7 @@ def _own_cpu_seconds() -> float:
 def matmul_seconds(reps: int = 3) -> float:
     """Best of `reps` timings of a fixed float32 matrix product (a speed probe of the machine)."""
     a = torch.randn(384, 384, generator=torch.Generator().manual_seed(0))
+    a @ a  # warm-up: the first product also starts the thread pool (measured 2x slower)
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
