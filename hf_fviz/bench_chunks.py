@@ -18,10 +18,11 @@ from typing import Any
 
 import torch
 
+from .engine.methods import DEFAULT_CROPS, DEFAULT_SIZE
 from .loadcheck import LoadMonitor, MachineLoad
 
 UNITS16 = (1, 9, 22, 76, 130, 207, 285, 291, 309, 323, 388, 409, 430, 574, 805, 954)
-SETTINGS = {"horama": (1280, 6), "ours": (384, 4)}  # canvas, crops
+SETTINGS = {"horama": (1280, 6), "ours": (DEFAULT_SIZE, DEFAULT_CROPS)}  # canvas, crops
 
 
 @dataclass
@@ -57,7 +58,7 @@ def _per_unit_step(vm: Any, units: Sequence[int], *, chunk: int, size: int, crop
 
     wall: list[float] = []
     cpu: list[float] = []
-    last = [time.perf_counter(), time.process_time(), 0]
+    last = [time.perf_counter(), time.process_time()]
 
     def tick(step: int, _total: int, _info: Any) -> None:
         now, cnow = time.perf_counter(), time.process_time()
@@ -79,7 +80,7 @@ def run_chunks(*, model: str = "builtin:mobilenetv2", chunks: Sequence[int] = (1
     from .hub import load_model
 
     vm = load_model(model, device="cpu")
-    _per_unit_step(vm, UNITS16, chunk=1, size=384, crops=4, steps=2)  # warm-up: first-call costs
+    _per_unit_step(vm, UNITS16, chunk=1, size=DEFAULT_SIZE, crops=DEFAULT_CROPS, steps=2)  # warm-up: first-call costs
     monitor = LoadMonitor().start()
     samples: dict[str, list[float]] = {}
     for r in range(rounds):

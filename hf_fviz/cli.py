@@ -387,13 +387,19 @@ def _dual(args: argparse.Namespace) -> int:
     return _imageset_run(args, "dual", run)
 
 
-def _facets_parser(sub: argparse._SubParsersAction) -> Handler:
-    p = sub.add_parser("facets", help="multifaceted visualization: k images per unit, one per cluster of the images it likes")
+def _add_unit_command_options(p: argparse.ArgumentParser, *, units_help: str) -> None:
+    """Model options, `--layer`, and one of `--units` / `--classes` (required): what facets and
+    exemplars take."""
     _add_model_options(p)
     p.add_argument("--layer", default=None, help="layer name (default: logits where the model has a head)")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--units", default=None, help="unit indices, e.g. 3,7")
+    which.add_argument("--units", default=None, help=units_help)
     which.add_argument("--classes", default=None, help='class names or indices, e.g. "tabby cat,espresso"')
+
+
+def _facets_parser(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser("facets", help="multifaceted visualization: k images per unit, one per cluster of the images it likes")
+    _add_unit_command_options(p, units_help="unit indices, e.g. 3,7")
     _add_imageset_options(p, k_required=True)
     p.add_argument("--param", default="maco", choices=["maco", "pixel"], help="maco from the mean image's phase (default) or pixels")
     p.add_argument("--top", type=float, default=0.5, help="images kept after ranking: a fraction <= 1 or a count (default 0.5)")

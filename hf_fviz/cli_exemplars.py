@@ -67,13 +67,9 @@ def print_sanity(vis) -> None:
 
 def exemplars_parser(sub: argparse._SubParsersAction) -> Handler:
     p = sub.add_parser("exemplars", help="the natural images of a source that excite each unit most (one streamed pass)")
-    from .cli import _add_model_options, _add_source_options
+    from .cli import _add_source_options, _add_unit_command_options
 
-    _add_model_options(p)
-    p.add_argument("--layer", default=None, help="layer name (default: logits where the model has a head)")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--units", default=None, help="unit indices and ranges, e.g. 0-15,40, or all")
-    which.add_argument("--classes", default=None, help='class names or indices, e.g. "tabby cat,espresso"')
+    _add_unit_command_options(p, units_help="unit indices and ranges, e.g. 0-15,40, or all")
     p.add_argument("--images", required=True, metavar="SOURCE", help="a folder, 'samples', or a hub dataset org/name")
     _add_source_options(p)
     add_exemplar_options(p)
