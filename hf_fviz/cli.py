@@ -83,7 +83,7 @@ def _publish_parser(sub: argparse._SubParsersAction) -> Handler:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from .card import AssetLimits, publish
+    from .output.publish import AssetLimits, publish
 
     result = publish(
         args.model,
@@ -333,10 +333,10 @@ def _imageset_kwargs(args: argparse.Namespace) -> dict:
 def _imageset_run(args: argparse.Namespace, command: str, run) -> int:
     from tqdm.auto import tqdm
 
-    from .engine import imagesets
+    from .output import imagesets
     from .images import load_images
 
-    from .render import check_out_dir
+    from .output.writer import check_out_dir
 
     if args.out:
         check_out_dir(args.out)
@@ -486,7 +486,8 @@ def _visualize(args: argparse.Namespace) -> int:
 
     from .engine.methods import validate, visualize
     from .errors import InvalidSettings
-    from .render import check_out_dir, save
+    from .output.render import save
+    from .output.writer import check_out_dir
 
     validate(method=args.method, steps=args.steps, size=args.size, crops=args.crops, lr=args.lr, seed=args.seed,
              batch_size=args.batch_size, max_seconds=args.max_seconds)

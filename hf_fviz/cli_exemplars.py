@@ -80,8 +80,9 @@ def exemplars_parser(sub: argparse._SubParsersAction) -> Handler:
 
 def _exemplars(args: argparse.Namespace) -> int:
     from .cli import _load, _split_targets
-    from .exemplars import find_exemplars, save_exemplars
-    from .render import check_out_dir
+    from .exemplars import find_exemplars
+    from .output.exemplars import save_exemplars
+    from .output.writer import check_out_dir
 
     if args.out:
         check_out_dir(args.out)

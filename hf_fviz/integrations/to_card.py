@@ -55,8 +55,8 @@ def visualize_and_publish(
     model's last layer: its first n classes where it has a head). `out_dir` keeps the output
     folder (default: a temp folder, removed).
     """
-    from .. import render
-    from ..card import publish
+    from ..output import render
+    from ..output.card import publish
     from ..engine.methods import visualize
     from ..hub.vision_model import VisionModel
 
