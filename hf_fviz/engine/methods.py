@@ -26,6 +26,7 @@ import torch
 
 from ..errors import InvalidSettings
 from ..hub.vision_model import LOGITS, VisionModel
+from ..results import Visualization, alpha_from_transparency
 from . import budget, chunking
 from . import objectives as obj
 from .optimize import LoopSettings, Progress, model_score, optimize
@@ -63,29 +64,6 @@ class Settings:
         return out
 
 
-@dataclass
-class Visualization:
-    """One unit's result. `image` (H, W, 3) float32 in [0, 1] (the model's view, un-normalized);
-    `alpha` (H, W) display transparency in [0, 1] (clipped at its 80th percentile, / max);
-    `transparency` (H, W) the raw sum of |dL/dx| over steps (mean over colour), from the random
-    crops only (`extra['transparency_all']` holds the sum over every view); `history` the
-    crop-averaged objective per step; `objective` the value on the whole (uncropped) image."""
-
-    image: np.ndarray
-    alpha: np.ndarray
-    transparency: np.ndarray
-    history: np.ndarray
-    objective: float
-    unit: int | None
-    label: str
-    layer: str
-    method: str
-    settings: Settings
-    model_id: str = ""
-    revision: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 MAX_SEED = 2**63 - 1
 
 
@@ -107,18 +85,6 @@ def validate(*, method: str, steps: int, size: int, crops: int, lr: float | None
     if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and not isinstance(max_seconds, bool)
                                         and math.isfinite(max_seconds) and max_seconds > 0):
         raise InvalidSettings(f"max seconds must be a positive number, got {max_seconds!r}")
-
-
-def alpha_from_transparency(t: np.ndarray, percentile: float = 80.0) -> np.ndarray:
-    """Display alpha as in the paper: clip at the `percentile`, divide by the max. A map that is
-    zero on more than that share of the canvas (a neuron's corner) is clipped at the percentile of
-    its non-zero part instead: the paper's rule would make the whole image transparent."""
-    cap = np.percentile(t, percentile)
-    if cap <= 0 and (t > 0).any():
-        cap = np.percentile(t[t > 0], percentile)
-    clipped = np.minimum(t, cap)
-    top = float(clipped.max())
-    return (clipped / top if top > 0 else np.zeros_like(clipped)).astype(np.float32)
 
 
 def _targets(
