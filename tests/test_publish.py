@@ -190,7 +190,7 @@ def test_local_dir_writes_assets_and_readme_idempotently(tmp_path: Path) -> None
     assert max(Image.open(folder / "000_u10.png").size) == 512
     assert (folder / "grid.png").stat().st_size <= 1_000_000
     assert result.local_dir == clone.resolve() and result.url is None
-    assert not list(clone.rglob(".hf_fviz-*"))  # no temp files left
+    assert not [p for p in clone.rglob(".*") if ".tmp-" in p.name]  # no temp files (writer.atomic_write's) left
     snapshot = {p: p.read_bytes() for p in clone.rglob("*") if p.is_file()}
     publish("org/tiny-resnet", out_dir, local_dir=clone)
     assert {p: p.read_bytes() for p in clone.rglob("*") if p.is_file()} == snapshot

@@ -26,18 +26,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image
 
 from ..errors import AtlasError
+from ..results import Visualization
 from .grid import caption, columns, tile_grid
 from .manifest import Item, Manifest
 from .render import item_paths, rgb_image, rgba_image
 from .writer import MANIFEST, atomic_write
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..results import Visualization
 
 FORMAT = "hf_fviz-atlas/1"
 RUN_FILE = "atlas.json"

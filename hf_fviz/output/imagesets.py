@@ -7,13 +7,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..results import Visualization
 from .render import ModelInfo, grid, manifest, write_images
 from .writer import staged_folder
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..results import Visualization
 
 MANIFEST_EXTRA = ("cluster", "facet", "members", "nearest", "init_objective", "init_distance", "distances", "top_channels")
 

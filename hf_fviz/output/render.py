@@ -17,18 +17,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
+from ..results import Visualization
+from .exemplars import exemplar_entries, exemplar_folder, exemplar_image, write_exemplars
 from .grid import caption, columns, tile_grid
 from .manifest import Item, Manifest
-from .exemplars import exemplar_entries, exemplar_folder, exemplar_image, write_exemplars
 from .writer import safe_name, staged_folder
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..results import Visualization
 
 
 class ModelInfo(Protocol):
