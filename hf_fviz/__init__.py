@@ -23,7 +23,8 @@ _EXPORTS = {
     "dual_objective": "hf_fviz.engine.imagesets",
     "multifaceted": "hf_fviz.engine.imagesets",
     "objectives": "hf_fviz.engine.objectives",
-    "publish": "hf_fviz.card",
+    "publish": "hf_fviz.output.card",
+    "render": "hf_fviz.output.render",
     "atlas": "hf_fviz.atlas",
     "errors": "hf_fviz.errors",
     "FvizError": "hf_fviz.errors",
@@ -41,7 +42,8 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import atlas
-    from .card import publish
+    from .output import render
+    from .output.card import publish
     from .engine import objectives
     from .engine.imagesets import dual_objective, multifaceted
     from .engine.methods import Visualization, visualize

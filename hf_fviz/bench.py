@@ -680,7 +680,7 @@ def pick_classes(n: int) -> list[int]:
 def rgb_uint8_from_model_space(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """A horama image (3, S, S) in the model's normalized space -> displayed RGB uint8 (S, S, 3),
     through the same display step as ours (de-normalize, percentile clip, min-max)."""
-    from .render import display_image, to_uint8
+    from .output.render import display_image, to_uint8
 
     x01 = image.float() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
     return to_uint8(display_image(x01.permute(1, 2, 0).numpy()))
@@ -749,7 +749,7 @@ def run_quality(settings: QualitySettings = QualitySettings(), *, log: Log | Non
     """Transferability benchmark; see the module docstring."""
     from .engine.methods import DEFAULT_CROPS, DEFAULT_SIZE, DEFAULT_STEPS, visualize
     from .hub import load_model
-    from .render import rgb_image
+    from .output.render import rgb_image
 
     log = log or (lambda _msg: None)
     unknown = [m for m in settings.methods if m not in QUALITY_METHODS]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from hf_fviz import load_model
-from hf_fviz.exemplars import find_exemplars, save_exemplars, unit_values
+from hf_fviz.exemplars import find_exemplars, unit_values
+from hf_fviz.output.exemplars import save_exemplars
 from hf_fviz.images import load_images
 from tests.fixtures_datasets import TRAIN
 

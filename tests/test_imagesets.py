@@ -19,6 +19,7 @@ from PIL import Image
 import hf_fviz
 from hf_fviz import cli
 from hf_fviz.engine import imagesets as I
+from hf_fviz.output import imagesets as imageset_output
 from hf_fviz.engine.dual import PaperLoopSettings
 from hf_fviz.errors import BadImageSet, InvalidSettings
 from hf_fviz.images import SAMPLE_IMAGES, ImageSet, load_images
@@ -204,7 +205,7 @@ def test_facets_mobilenet_distinct_and_raised(samples, mobilenet, tmp_path):
     members = [set(v.extra["members"]) for v in vis]
     assert sum(len(m) for m in members) == len(set().union(*members)) == 8  # disjoint; top half of 15
     assert "skimage:chelsea" in set().union(*members)  # the cat photo ranks among the top for 'tabby cat'
-    path = I.save(vis, tmp_path / "facets", model=mobilenet, images=samples)
+    path = imageset_output.save(vis, tmp_path / "facets", model=mobilenet, images=samples)
     data = json.loads(path.read_text())
     assert data["method"] == "facets" and len({it["image"] for it in data["items"]}) == 3
     for item, v in zip(data["items"], vis):
@@ -220,7 +221,7 @@ def test_dual_images_match_their_cluster(samples, mobilenet, tmp_path):
     assert every == sorted(samples.names)  # the clusters partition the set
     assert all(len(v.extra["top_channels"]) == 32 for v in vis)  # min(50, 64 // 2) on blocks.3
     assert all(v.history[-1] > v.history[0] for v in vis)  # the dual score rose
-    path = I.save(vis, tmp_path / "dual", model=mobilenet, images=samples)
+    path = imageset_output.save(vis, tmp_path / "dual", model=mobilenet, images=samples)
     data = json.loads(path.read_text())
     assert data["method"] == "dual" and data["settings"]["recipe"] == "maco"
     assert [it["members"] for it in data["items"]] == [v.extra["members"] for v in vis]

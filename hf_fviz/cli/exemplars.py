@@ -60,9 +60,10 @@ def exemplars_parser(sub: argparse._SubParsersAction) -> Handler:
 
 
 def _exemplars(args: argparse.Namespace) -> int:
-    from ..exemplars import find_exemplars, save_exemplars
+    from ..exemplars import find_exemplars
     from ..hub import targets
-    from ..render import check_out_dir
+    from ..output.exemplars import save_exemplars
+    from ..output.writer import check_out_dir
 
     if args.out:
         check_out_dir(args.out)

@@ -31,9 +31,9 @@ def _add_imageset_options(p: argparse.ArgumentParser, defaults: ImageSetSettings
 def _imageset_run(args: argparse.Namespace, command: str, plan: Callable[[Any], Run]) -> int:
     """Load the model, let `plan(model)` check its targets, load the images, run with a progress
     bar, write the output folder."""
-    from ..engine import imagesets
     from ..images import load_images
-    from ..render import check_out_dir
+    from ..output import imagesets
+    from ..output.writer import check_out_dir
 
     if args.out:
         check_out_dir(args.out)

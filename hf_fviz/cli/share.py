@@ -53,7 +53,7 @@ def _publish_parser(sub: argparse._SubParsersAction) -> Handler:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from ..card import AssetLimits, publish
+    from ..output.publish import AssetLimits, publish
 
     result = publish(
         args.model,

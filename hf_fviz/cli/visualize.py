@@ -41,7 +41,8 @@ def visualize(args: argparse.Namespace) -> int:
     from .. import visualize
     from ..errors import InvalidSettings
     from ..hub import targets
-    from ..render import check_out_dir, save
+    from ..output.render import save
+    from ..output.writer import check_out_dir
 
     run = settings(args, spectrum=args.spectrum, batch_size=args.batch_size, max_seconds=args.max_seconds)
     if args.out:

@@ -55,8 +55,9 @@ def visualize_and_publish(
     `method=`, `seed=`, ...: `hf_fviz.settings.Settings` fields) on top. `out_dir` keeps the output
     folder (default: a temp folder, removed).
     """
-    from .. import render, visualize
-    from ..card import publish
+    from .. import visualize
+    from ..output import render
+    from ..output.card import publish
     from ..hub.vision_model import VisionModel
 
     run = job_settings(settings, options)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hf_fviz import render
-from hf_fviz.card import MAX_CARD_BYTES
+from hf_fviz.output.card import MAX_CARD_BYTES
 
 from .settings import ASSET_DIR, CARD_END, CARD_START, log, message, workdir
 

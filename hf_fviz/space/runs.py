@@ -1,7 +1,6 @@
 """Running one request: the optimization in a worker thread, streamed as progress ticks (with
 previews), then written as the CLI's output folder (manifest + PNGs) and zipped."""
 
-import json
 import math
 import queue
 import threading
@@ -16,6 +15,8 @@ import gradio as gr
 
 import hf_fviz
 from hf_fviz import render
+from hf_fviz.output.grid import gallery_caption, unit_name
+from hf_fviz.output.manifest import Manifest
 
 from .models import ModelStore, is_hub_id
 from .run_request import IMAGE_METHODS, RunRequest, image_method
@@ -133,24 +134,20 @@ def finish_run(store: ModelStore, req: RunRequest, visualizations: Sequence[Any]
     device = str(getattr(model, "device", "cpu"))
     manifest_path = render.save(list(visualizations), folder, model=model, seconds=seconds, device=device)
 
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = Manifest.read(manifest_path.parent)
     gallery: list[tuple[str, str]] = []
-    for item in manifest["items"]:
-        name = str(item.get("label") or f"{manifest['layer']}:{item.get('unit')}")
-        unit = item.get("unit")
-        caption = f"{name} ({unit})" if unit is not None and str(unit) not in name else name
-        objective = item.get("objective")
-        if isinstance(objective, (int, float)):
-            caption += f" · {objective:.1f}"
-        gallery.append((str(folder / item["image"]), caption))
-        if item.get("rgba"):
-            gallery.append((str(folder / item["rgba"]), f"{name} · transparency"))
+    for item in manifest.items:
+        layer = item.layer or manifest.layer
+        gallery.append((str(folder / item.image), gallery_caption(item.unit, item.label, layer, item.objective)))
+        if item.rgba:
+            gallery.append((str(folder / item.rgba), f"{unit_name(item.unit, item.label, layer)} · transparency"))
     stem = render.safe_name(f"hf-fviz_{Path(req.model_id).name if not is_hub_id(req.model_id) else req.model_id}_{req.layer}")
     zip_path = run_dir / f"{stem}.zip"
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(p for p in folder.rglob("*") if p.is_file()):
             zf.write(f, f"{stem}/{f.relative_to(folder).as_posix()}")
-    return RunResult(gallery, folder, zip_path, seconds, device, manifest["items"], bool(manifest.get("stopped_early")))
+    items = [item.to_json() for item in manifest.items]
+    return RunResult(gallery, folder, zip_path, seconds, device, items, bool(manifest.extra.get("stopped_early")))
 
 
 def run_blocking(store: ModelStore, req: RunRequest) -> RunResult:
