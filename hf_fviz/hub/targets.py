@@ -17,7 +17,7 @@ from .vision_model import LOGITS
 _RANGE = re.compile(r"([0-9]+)\s*-\s*([0-9]+)")
 _INDEX = re.compile(r"[0-9]+")
 _NEGATIVE = re.compile(r"-[0-9]+")
-MAX_RANGE = 1 << 20  # a range wider than this is refused before it is expanded (a typo, or abuse)
+MAX_RANGE = 1 << 17  # a range wider than this is refused before it is expanded (a typo, or abuse)
 
 
 def expand(spec: str | Sequence[Any] | None, *, n_units: int | None = None, layer: str = "layer") -> list[str]:
