@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import AtlasError, InvalidSettings, UnitOutOfRange
+from .errors import AtlasError, InvalidSettings
+from .hub.targets import parse_units
 from .output.atlas_store import (
     DEFAULT_GRID_MAX,
     RECORDS,
@@ -124,36 +125,6 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
-
-
-def parse_units(spec: str | Sequence[int], n_units: int, *, layer: str = "layer") -> list[int]:
-    """'all', or a comma list of indices and inclusive ranges ('0-99,250'), or a list of ints ->
-    unit indices in the given order, each once; `UnitOutOfRange` names the valid range."""
-    if isinstance(spec, str):
-        text = spec.strip().lower()
-        if text == "all":
-            return list(range(n_units))
-        units: list[int] = []
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
-            if not m:
-                raise InvalidSettings(f"--units must be 'all' or indices and ranges like 0-99,250; cannot read {part!r}")
-            lo = int(m.group(1))
-            hi = int(m.group(2)) if m.group(2) is not None else lo
-            if hi < lo:
-                raise InvalidSettings(f"--units range {part!r} is empty (write it low-high)")
-            if hi >= n_units:
-                raise UnitOutOfRange(f"unit {hi} is out of range for layer '{layer}': valid units are 0..{n_units - 1}")
-            units.extend(range(lo, hi + 1))
-    else:
-        units = list(spec)
-        for u in units:
-            if not isinstance(u, int) or isinstance(u, bool) or not 0 <= u < n_units:
-                raise UnitOutOfRange(f"unit {u!r} is out of range for layer '{layer}': valid units are 0..{n_units - 1}")
-    out = list(dict.fromkeys(units))
-    if not out:
-        raise InvalidSettings("no units given")
-    return out
 
 
 @contextlib.contextmanager

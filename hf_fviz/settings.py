@@ -296,16 +296,15 @@ class Profile:
         }
 
     def check(self, settings: S, *, units: int | None = None) -> S:
-        """`settings.check()`, then the caps: InvalidSettings "steps must be a whole number in
+        """The caps, then `settings.check()`: InvalidSettings "steps must be a whole number in
         1..256 on this Space, got 300". Returns `settings`."""
-        settings.check()
         values = {"steps": settings.steps, "size": settings.size, "crops": settings.crops, "seed": settings.seed,
                   "units": units}
-        for name, (lo, hi) in self.ranges().items():
+        for name, (lo, hi) in self.ranges().items():  # the caps first: their range is the one that helps here
             value = values[name]
-            if value is not None and not lo <= value <= hi:
+            if _is_number(value) and not lo <= value <= hi:
                 raise InvalidSettings(f"{name} must be a whole number in {lo}..{hi} {self.where}, got {value!r}")
-        return settings
+        return settings.check()
 
     def replace(self, **changes: Any) -> Profile:
         return replace(self, **changes)

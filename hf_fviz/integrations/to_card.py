@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidSettings
+from ..settings import CPU_JOB, Settings
 
 COMMIT_MARKER = "[hf-fviz]"  # our own commits start with it, so people and bots can recognise them
-VISUALIZE_FIELDS = ("layer", "units", "classes", "method", "steps", "size", "crops", "seed")
 
 
-def visualize_kwargs(settings: Any) -> dict[str, Any]:
-    """The `visualize_and_publish` settings that an automatic job's settings object carries."""
-    return {name: getattr(settings, name) for name in VISUALIZE_FIELDS if hasattr(settings, name)}
+def job_settings(settings: Settings | None, options: dict[str, Any]) -> Settings:
+    """The checked settings of an automatic job: `settings` (default: the CPU_JOB profile's, which
+    finish in minutes on a CPU) with `options` (steps=, size=, ...) on top."""
+    return (settings or CPU_JOB.settings()).replace(**options).check()
 
 
 def visualize_and_publish(
@@ -30,11 +31,7 @@ def visualize_and_publish(
     layer: str | None = None,
     units: Sequence[int] | int | None = None,
     classes: Sequence[str | int] | None = None,
-    method: str = "maco",
-    steps: int = 64,
-    size: int = 224,
-    crops: int = 4,
-    seed: int = 0,
+    settings: Settings | None = None,
     local_dir: str | os.PathLike[str] | None = None,
     create_pr: bool = True,
     token: str | None = None,
@@ -43,6 +40,7 @@ def visualize_and_publish(
     processor: Any = None,
     device: str = "auto",
     progress: Callable[[int, int, Any], None] | None = None,
+    **options: Any,
 ) -> Any:
     """Visualize a model and put the section on its card; returns `card.PublishResult`.
 
@@ -52,13 +50,17 @@ def visualize_and_publish(
     (`org/name`) is the card's repo; it defaults to the model id. With `local_dir`, the card and
     images are written into that folder (a clone, or a Trainer's output_dir); otherwise one pull
     request is opened. `units` may be a number n: the first n units of `layer` (default the
-    model's last layer: its first n classes where it has a head). `out_dir` keeps the output
+    model's last layer: its first n classes where it has a head). `settings` (default: the
+    CPU_JOB profile's: 64 steps at 224 px, 4 crops) with `options` (`steps=`, `size=`, `crops=`,
+    `method=`, `seed=`, ...: `hf_fviz.settings.Settings` fields) on top. `out_dir` keeps the output
     folder (default: a temp folder, removed).
     """
+    from .. import visualize
     from ..output import render
     from ..output.card import publish
-    from ..engine.methods import visualize
     from ..hub.vision_model import VisionModel
+
+    run = job_settings(settings, options)
 
     with tempfile.TemporaryDirectory(prefix="hf_fviz-") as tmp:
         model = _as_vision_model(model_or_dir, Path(tmp) / "model", repo_id=repo_id, processor=processor, device=device)
@@ -71,7 +73,8 @@ def visualize_and_publish(
         copied = not isinstance(model_or_dir, (VisionModel, str, os.PathLike)) or Path(os.fspath(model_or_dir)).is_dir()
         if copied:
             model.id = repo_id  # an in-memory model or a local folder: the manifest names the card's repo
-        vis = visualize(model, layer=layer, units=units, classes=classes, method=method, steps=steps, size=size, crops=crops, seed=seed, progress=progress)
+        vis = visualize(model, layer=layer, units=units, classes=classes, progress=progress,
+                        **{name: getattr(run, name) for name in Settings.field_names()})
         folder = Path(out_dir) if out_dir is not None else Path(tmp) / "out"
         render.save(vis, folder, model=model)
         return publish(repo_id, folder, local_dir=local_dir, create_pr=create_pr, token=token, commit_message=commit_message)
