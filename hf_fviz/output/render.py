@@ -15,7 +15,7 @@ half-written result. The grid is `grid.tile_grid`, the manifest a `manifest.Mani
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -112,7 +112,7 @@ def manifest(
     model: ModelInfo | None = None,
     seconds: float | None = None,
     device: str | None = None,
-    stem: Any = None,
+    stem: Callable[[Visualization, int], str] | None = None,
 ) -> Manifest:
     """The manifest of a run (DESIGN.md "Output folder"); `stem(vis, index)` names the files."""
     first = visualizations[0]
