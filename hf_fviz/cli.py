@@ -318,11 +318,6 @@ def _add_imageset_options(p: argparse.ArgumentParser, *, k_required: bool) -> No
 
 
 def _imageset_kwargs(args: argparse.Namespace) -> dict:
-    from .engine.methods import MAX_SEED
-    from .errors import InvalidSettings
-
-    if not 0 <= args.seed <= MAX_SEED:
-        raise InvalidSettings(f"seed must be an integer in 0..{MAX_SEED}, got {args.seed}")
     out = {"k": args.k, "seed": args.seed, "lr": args.lr}
     for name in ("steps", "size", "crops", "nearest"):
         if getattr(args, name) is not None:
@@ -333,9 +328,8 @@ def _imageset_kwargs(args: argparse.Namespace) -> dict:
 def _imageset_run(args: argparse.Namespace, command: str, run) -> int:
     from tqdm.auto import tqdm
 
-    from .engine import imagesets
-    from .images import load_images
-
+    from .hub.images import load_images
+    from .imageset_output import save
     from .render import check_out_dir
 
     if args.out:
@@ -360,7 +354,7 @@ def _imageset_run(args: argparse.Namespace, command: str, run) -> int:
             bar.close()
     out = args.out or f"fviz-{model.id.replace('/', '--').replace(':', '-')}-{command}"
     check_out_dir(out)
-    path = imagesets.save(vis, out, model=model, images=images)
+    path = save(vis, out, model=model, images=images)
     print(f"wrote {len(vis)} images and {path}")
     return 0
 
@@ -376,7 +370,7 @@ def _dual_parser(sub: argparse._SubParsersAction) -> Handler:
 
 
 def _dual(args: argparse.Namespace) -> int:
-    from .engine.imagesets import dual_objective
+    from .api import dual_objective
 
     kwargs = _imageset_kwargs(args)
 
@@ -408,7 +402,7 @@ def _facets_parser(sub: argparse._SubParsersAction) -> Handler:
 
 
 def _facets(args: argparse.Namespace) -> int:
-    from .engine.imagesets import multifaceted
+    from .api import multifaceted
     from .errors import InvalidSettings
 
     raw = args.units if args.units is not None else args.classes
@@ -436,7 +430,7 @@ def _facets(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- visualize
 def _visualize_parser(sub: argparse._SubParsersAction) -> Handler:
-    from .engine.methods import DEFAULT_CROPS, DEFAULT_SIZE, DEFAULT_STEPS, LIMITS, METHODS
+    from .settings import DEFAULT_CROPS, DEFAULT_SIZE, DEFAULT_STEPS, LIMITS, METHODS
 
     p = sub.add_parser("visualize", help="visualize units or classes of a layer (MACO by default); writes DIR/manifest.json and PNGs")
     _add_model_options(p)
@@ -484,12 +478,13 @@ def _visualize(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from .engine.methods import validate, visualize
+    from .api import run
     from .errors import InvalidSettings
     from .render import check_out_dir, save
+    from .settings import Settings
 
-    validate(method=args.method, steps=args.steps, size=args.size, crops=args.crops, lr=args.lr, seed=args.seed,
-             batch_size=args.batch_size, max_seconds=args.max_seconds)
+    settings = Settings(method=args.method, steps=args.steps, size=args.size, crops=args.crops, seed=args.seed, lr=args.lr,
+                        spectrum=args.spectrum, batch_size=args.batch_size, max_seconds=args.max_seconds).check()
     if args.out:
         check_out_dir(args.out)
     units = classes = None
@@ -528,11 +523,7 @@ def _visualize(args: argparse.Namespace) -> int:
         bar.refresh()
 
     try:
-        vis = visualize(
-            model, layer=args.layer, units=units, classes=classes, objectives=texts, method=args.method, steps=args.steps, size=args.size,
-            crops=args.crops, seed=args.seed, lr=args.lr, spectrum=args.spectrum, progress=progress,
-            batch_size=args.batch_size, max_seconds=args.max_seconds,
-        )
+        vis = run(model, settings, layer=args.layer, units=units, classes=classes, objectives=texts, progress=progress)
     finally:
         for bar in bars:
             bar.close()
@@ -567,7 +558,8 @@ def _spectrum_parser(sub: argparse._SubParsersAction) -> Handler:
 
 
 def _spectrum(args: argparse.Namespace) -> int:
-    from .engine.spectrum import build_spectrum, save_spectrum
+    from .api import build_spectrum
+    from .engine.spectrum import save_spectrum
     from .errors import InvalidSettings
 
     if not 1 <= args.crops <= 100000 or not 16 <= args.size <= 2048:

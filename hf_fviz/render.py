@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .engine.methods import Visualization
+    from .results import Visualization
     from .hub.vision_model import VisionModel
 
 

@@ -10,7 +10,7 @@ import torch
 
 from hf_fviz import load_model
 from hf_fviz.exemplars import find_exemplars, save_exemplars, unit_values
-from hf_fviz.images import load_images
+from hf_fviz.hub.images import load_images
 from tests.fixtures_datasets import TRAIN
 
 

@@ -68,9 +68,9 @@ class FeatureVisualizationCallback(TrainerCallback):
         on_save: bool = True,
         on_train_end: bool = True,
     ) -> None:
-        from ..engine.methods import validate
+        from ..settings import Settings
 
-        validate(method=method, steps=steps, size=size, crops=crops, lr=None)
+        Settings(method=method, steps=steps, size=size, crops=crops, seed=seed).check()
         if units is not None and classes is not None:
             raise InvalidSettings("give units or classes, not both")
         if create_pr and local_dir is not None:

@@ -63,9 +63,9 @@ class AutoSettings:
 
     def check(self, caps: dict[str, int] | None = CPU_CAPS) -> "AutoSettings":
         """Raise `InvalidSettings` for a value out of range (and above `caps` when given)."""
-        from ..engine.methods import validate
+        from ..settings import Settings
 
-        validate(method=self.method, steps=self.steps, size=self.size, crops=self.crops, lr=None)
+        Settings(method=self.method, steps=self.steps, size=self.size, crops=self.crops, seed=self.seed).check()
         if not isinstance(self.units, int) or self.units < 1:
             raise InvalidSettings(f"units must be a positive integer, got {self.units!r}")
         for name, cap in (caps or {}).items():
