@@ -27,7 +27,7 @@ import torch
 
 from .errors import BadImageSet, InvalidSettings
 from .hub.vision_model import Layer
-from .sources import describe, iter_source
+from .hub.sources import describe, iter_source
 
 Progress = Callable[[int, int | None, Mapping[str, Any]], None]
 """progress(images done, images expected or None, {'images_per_s': float})"""

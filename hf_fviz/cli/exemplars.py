@@ -13,7 +13,7 @@ from .common import Handler, add_out_option, add_source_options, add_target_opti
 
 def check_exemplar_options(args: argparse.Namespace, *, source: str | None = None) -> None:
     """Refuse bad --top / --max-images and an unreadable source before any compute."""
-    from ..sources import check_source
+    from ..hub.sources import check_source
 
     if not 1 <= args.top <= MAX_TOP:
         raise InvalidSettings(f"--top must be in 1..{MAX_TOP}, got {args.top}")
