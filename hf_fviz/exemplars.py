@@ -123,6 +123,15 @@ def _box(flat: int, grid: tuple[int, int], size: tuple[int, int], side: int) -> 
     return left, top, left + side, top + side
 
 
+def check_options(*, top: int, max_images: int | None, batch_size: int = 1) -> None:
+    """Refuse a `top` outside 1..MAX_TOP and a non-positive batch size or image cap (the CLI calls
+    it before loading anything)."""
+    if not 1 <= int(top) <= MAX_TOP:
+        raise InvalidSettings(f"--top must be in 1..{MAX_TOP}, got {top}")
+    if batch_size < 1 or (max_images is not None and max_images < 1):
+        raise InvalidSettings(f"batch size and max images must be positive, got {batch_size} and {max_images}")
+
+
 def find_exemplars(
     model: Any,
     *,
@@ -145,10 +154,7 @@ def find_exemplars(
     picked = model.check_units(info, [int(u) for u in units])
     if not picked:
         raise InvalidSettings("no units given")
-    if not 1 <= int(top) <= MAX_TOP:
-        raise InvalidSettings(f"--top must be in 1..{MAX_TOP}, got {top}")
-    if batch_size < 1 or (max_images is not None and max_images < 1):
-        raise InvalidSettings("batch size and max images must be positive")
+    check_options(top=top, max_images=max_images, batch_size=batch_size)
     k, n_units = int(top), len(picked)
     unit_idx = torch.tensor(picked, device=model.device)
     size = tuple(model.input_size)
