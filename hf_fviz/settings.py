@@ -48,6 +48,9 @@ MAX_SEED = 2**63 - 1
 LIMITS = {"steps": (1, 10000), "size": (32, 2048), "crops": (0, 64), "k": (1, 256), "nearest": (1, 10000)}
 """Inclusive ranges of the integer settings, anywhere (a `Profile` narrows them)."""
 
+MAX_TOP = 64
+"""Most natural exemplars shown per unit (`--top`)."""
+
 IMAGESET_SIZE = 256
 """Canvas of the image-set methods (they start from natural images at the model input size)."""
 RECIPES = ("maco", "paper")
@@ -338,5 +341,5 @@ __all__ = [
     "Settings", "ImageSetSettings", "DualSettings", "FacetSettings", "Profile", "CPU_SPACE", "GPU_SPACE", "CPU_JOB",
     "PROFILES", "METHODS", "RECIPES", "FACET_PARAMS", "LIMITS", "MAX_SEED", "DEFAULT_LR", "IMAGESET_LR",
     "DEFAULT_STEPS", "DEFAULT_SIZE", "DEFAULT_CROPS", "DEFAULT_CROP_SCALE", "DEFAULT_NOISE", "DEFAULT_UNITS",
-    "IMAGESET_SIZE", "check_int",
+    "IMAGESET_SIZE", "MAX_TOP", "check_int",
 ]

@@ -1,5 +1,5 @@
 """The `exemplars` sub-command and the `--exemplars SOURCE` option of `visualize` (CLI face only:
-parse, call `hf_fviz.exemplars` / `hf_fviz.sanity`, print)."""
+parse, call `hf_fviz.exemplars` / `hf_fviz.engine.sanity`, print)."""
 
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ def dual_objective(model: VisionModel, layer: str, images: ImageBatch, settings:
     top = torch.zeros_like(target, dtype=torch.bool).scatter_(1, top_idx, True)
     settings = settings.replace(channels=n_top).resolved()
     weights = dict(distance_weight=settings.distance_weight, activation_weight=settings.activation_weight)
-    objectives = [obj.dual(layer, target[c], top[c], scale, **weights) for c in range(k)]
+    objectives = [obj.Dual(layer, target[c], top[c], scale, **weights) for c in range(k)]
 
     start_images = _canvas(torch.stack(inits), settings.size)
     param: ImageParam

@@ -326,48 +326,39 @@ def charbonnier(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True, eq=False)
-class PooledDistance(_Leaf):
-    """Mean Charbonnier distance between the layer's pooled activations, divided by `scale`, and a
-    `target` vector (the dual objective's distance term: give it a negative weight)."""
-
-    layer: str
-    target: torch.Tensor  # (C,)
-    scale: float
-
-    def structure(self) -> tuple[Any, ...]:
-        return ("pooled_distance", self.layer, self.scale)
-
-    def params(self) -> list[torch.Tensor]:
-        return [self.target]
-
-    def evaluate(self, acts: Acts, info: Mapping[str, Layer], params: Iterator[torch.Tensor]) -> torch.Tensor:
-        u = pool(acts[self.layer], info[self.layer]).float() / self.scale
-        t = next(params).to(u.device)
-        return charbonnier(u - t).mean(dim=1)
-
-
-@dataclass(frozen=True, eq=False)
-class PooledMatch(_Leaf):
-    """The pooled activations' (÷ `scale`) dot product with `target` on the channels of `top`,
-    divided by the target's own: 1.0 when the image matches the target there (the dual
-    objective's activation term)."""
+class Dual(_Leaf):
+    """The dual objective of one cluster (The Mind's Eye; engine/dual.py) on the layer's pooled
+    activations u (÷ `scale`): w_a · match − w_d · distance, where distance = mean Charbonnier
+    ρ(u − t) to the cluster's `target` t and match = Σ_top u·t / Σ_top t² over its `top`
+    channels (1.0 when the image equals the target there). One leaf, not a sum of two: both
+    terms read the same pooled tensor, so its gradient is summed once, as in the paper's code."""
 
     layer: str
     target: torch.Tensor  # (C,)
     top: torch.Tensor  # (C,) bool
     scale: float
+    distance_weight: float
+    activation_weight: float
 
     def structure(self) -> tuple[Any, ...]:
-        return ("pooled_match", self.layer, self.scale)
+        return ("dual", self.layer, self.scale, self.distance_weight, self.activation_weight)
 
     def params(self) -> list[torch.Tensor]:
         return [self.target, self.top]
 
     def evaluate(self, acts: Acts, info: Mapping[str, Layer], params: Iterator[torch.Tensor]) -> torch.Tensor:
-        u = pool(acts[self.layer], info[self.layer]).float() / self.scale
-        t = next(params).to(u.device)
-        mask = next(params).to(u.device).float()
-        return (u * t * mask).sum(dim=1) / (t * t * mask).sum(dim=1).clamp_min(1e-12)
+        distance, match = dual_terms(pool(acts[self.layer], info[self.layer]), next(params), next(params), self.scale)
+        return self.activation_weight * match - self.distance_weight * distance
+
+
+def dual_terms(pooled: torch.Tensor, targets: torch.Tensor, top: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance, match) per row of pooled activations against per-row targets (see `Dual`)."""
+    u = pooled.float() / scale
+    t = targets.to(u.device)
+    mask = top.to(u.device).float()
+    distance = charbonnier(u - t).mean(dim=1)
+    match = (u * t * mask).sum(dim=1) / (t * t * mask).sum(dim=1).clamp_min(1e-12)
+    return distance, match
 
 
 def channel(layer: str, unit: int) -> Objective:
@@ -405,13 +396,6 @@ def text(prompt: str) -> Objective:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidSettings("a text objective needs a non-empty text")
     return Text(prompt.strip())
-
-
-def dual(layer: str, target: torch.Tensor, top: torch.Tensor, scale: float, *, distance_weight: float,
-         activation_weight: float) -> Objective:
-    """The dual objective of one cluster (The Mind's Eye; engine/dual.py): excite the target's
-    top channels, stay close to the target: w_a · match − w_d · distance."""
-    return activation_weight * PooledMatch(layer, target, top, scale) - distance_weight * PooledDistance(layer, target, scale)
 
 
 def for_unit(layer: Layer | str, unit: int) -> Objective:
