@@ -224,27 +224,18 @@ def atlas(
         progress: `progress(done, total, info)` over this shard's units.
     """
     from .engine import methods
+    from .hub import as_vision_model
+    from .settings import Settings
 
     start = time.perf_counter()
     shard = Shard.of(shard)
     if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
         raise InvalidSettings(f"batch must be a positive integer, got {batch!r}")
-    request = {
-        "steps": methods.DEFAULT_STEPS if steps is None else steps,
-        "size": methods.DEFAULT_SIZE if size is None else size,
-        "crops": methods.DEFAULT_CROPS if crops is None else crops,
-        "seed": seed,
-        "lr": lr,
-    }
-    methods.validate(method=method, steps=request["steps"], size=request["size"], crops=request["crops"], lr=lr, seed=seed)
-    if isinstance(model, str):
-        from .hub import load_model
-
-        model = load_model(model, device=shard_device(device) or "auto")
-    elif device is not None:
-        from .hub import resolve_device
-
-        model.to(resolve_device(shard_device(device)))
+    given = {name: value for name, value in (("steps", steps), ("size", size), ("crops", crops)) if value is not None}
+    settings = Settings(method=method, seed=seed, lr=lr, **given).check()
+    request = {"steps": settings.steps, "size": settings.size, "crops": settings.crops, "seed": seed, "lr": lr}
+    keep = device is None and not isinstance(model, str)  # a VisionModel stays where it is unless a device is given
+    model = as_vision_model(model, device=None if keep else shard_device(device))
     name = layer or model.default_layer
     info = model.layer(name)
     all_units = parse_units(units, info.units, layer=name)
@@ -280,10 +271,8 @@ def atlas(
                 if progress is not None:
                     progress(done, len(mine), {"phase": "optimize", "step": step, "steps": total_steps, "batch": n, **i})
 
-            vis = methods.visualize(
-                model, layer=name, units=chunk, method=method, steps=request["steps"], size=request["size"],
-                crops=request["crops"], seed=seed, lr=lr, batch_size=len(chunk), progress=step_progress,
-            )
+            targets = methods.unit_targets(model, name, chunk, None)
+            vis = methods.visualize(model, targets, settings.replace(batch_size=len(chunk)), progress=step_progress)
             if progress is not None:
                 progress(done, len(mine), {"phase": "write", "batch": len(chunk)})
             for k, v in enumerate(vis):

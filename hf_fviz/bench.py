@@ -310,7 +310,8 @@ class StepClock:
 def _hf_run(vm: Any, case: SpeedCase, *, steps: int, size: int, crops: int, seed: int) -> StepClock:
     """The step clock (every step, the first included) of one hf_fviz `visualize` run, with the
     chunk size a user gets (measured once per process and setting; see `engine.chunking`)."""
-    from .engine.methods import auto_batch_size, visualize
+    from .api import visualize
+    from .engine.methods import auto_batch_size
 
     chunk = auto_batch_size(vm, layer=case.layer, units=case.units, size=size, crops=crops) if len(case.units) > 1 else 1
     clock = StepClock(units_per_step=chunk)
@@ -721,9 +722,9 @@ def _png_roundtrip(img: np.ndarray) -> np.ndarray:
 
 def _imagesets_quality(model: Any, judge: Any, settings: QualitySettings, log: Log) -> Any:
     """Call the image-set quality function of the dual/facets code when it exposes one."""
-    for mod_name in ("imagesets", "dual", "facets"):
+    for mod_name in ("hf_fviz.bench_imagesets",):
         try:
-            mod = importlib.import_module(f"hf_fviz.engine.{mod_name}")
+            mod = importlib.import_module(mod_name)
         except ImportError:
             continue
         fn = getattr(mod, "quality_imagesets", None) or next(
@@ -747,7 +748,8 @@ def _imagesets_quality(model: Any, judge: Any, settings: QualitySettings, log: L
 
 def run_quality(settings: QualitySettings = QualitySettings(), *, log: Log | None = None) -> QualityReport:
     """Transferability benchmark; see the module docstring."""
-    from .engine.methods import DEFAULT_CROPS, DEFAULT_SIZE, DEFAULT_STEPS, visualize
+    from .api import visualize
+    from .settings import DEFAULT_CROPS, DEFAULT_SIZE, DEFAULT_STEPS
     from .hub import load_model
     from .output.render import rgb_image
 

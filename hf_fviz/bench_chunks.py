@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .engine.methods import DEFAULT_CROPS, DEFAULT_SIZE
+from .settings import DEFAULT_CROPS, DEFAULT_SIZE
 from .loadcheck import LoadMonitor, MachineLoad
 
 UNITS16 = (1, 9, 22, 76, 130, 207, 285, 291, 309, 323, 388, 409, 430, 574, 805, 954)
@@ -54,7 +54,7 @@ class ChunkReport:
 def _per_unit_step(vm: Any, units: Sequence[int], *, chunk: int, size: int, crops: int, steps: int) -> tuple[float, float]:
     """(wall, CPU) seconds per unit-step of one `visualize` call with `chunk` units per chunk;
     the first step of every chunk (set-up) is left out."""
-    from .engine.methods import visualize
+    from .api import visualize
 
     wall: list[float] = []
     cpu: list[float] = []

@@ -48,6 +48,9 @@ MAX_SEED = 2**63 - 1
 LIMITS = {"steps": (1, 10000), "size": (32, 2048), "crops": (0, 64), "k": (1, 256), "nearest": (1, 10000)}
 """Inclusive ranges of the integer settings, anywhere (a `Profile` narrows them)."""
 
+MAX_TOP = 64
+"""Most natural exemplars shown per unit (`--top`)."""
+
 IMAGESET_SIZE = 256
 """Canvas of the image-set methods (they start from natural images at the model input size)."""
 RECIPES = ("maco", "paper")
@@ -107,12 +110,18 @@ class Settings:
     # -- checks
     def check(self: S) -> S:
         """Raise `InvalidSettings` (one line naming the allowed range) for a value outside it;
-        returns self, so `Settings(...).check()` reads as one step."""
+        returns self, so `Settings(...).check()` reads as one step. Runs once per object: a face
+        that checks early (before loading a model) and the API that checks again pay once."""
+        if not self.__dict__.get("_checked"):
+            self._check()
+            object.__setattr__(self, "_checked", True)
+        return self
+
+    def _check(self) -> None:
         self._check_method()
         for name in ("steps", "size", "crops"):
             check_int(name, getattr(self, name), *LIMITS[name])
         self._check_common()
-        return self
 
     def _check_method(self) -> None:
         if self.method not in self.methods:
@@ -167,12 +176,11 @@ class ImageSetSettings(Settings):
     k: int = 4
     nearest: int = 10
 
-    def check(self: S) -> S:
+    def _check(self) -> None:
         self._check_method()
         for name in ("k", "steps", "size", "crops", "nearest"):
             check_int(name, getattr(self, name), *LIMITS[name])
         self._check_common()
-        return self
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,15 +202,14 @@ class DualSettings(ImageSetSettings):
         if self.recipe not in RECIPES:
             raise InvalidSettings(f"unknown recipe '{self.recipe}': use one of {', '.join(RECIPES)}")
 
-    def check(self: S) -> S:
-        super().check()
-        if not _is_int(self.channels) or self.channels < 1:  # type: ignore[attr-defined]
-            raise InvalidSettings(f"channels must be a positive integer, got {self.channels!r}")  # type: ignore[attr-defined]
+    def _check(self) -> None:
+        super()._check()
+        if not _is_int(self.channels) or self.channels < 1:
+            raise InvalidSettings(f"channels must be a positive integer, got {self.channels!r}")
         for name in ("distance_weight", "activation_weight"):
             w = getattr(self, name)
             if not (_is_number(w) and w >= 0):
                 raise InvalidSettings(f"{name} must be a number >= 0, got {w!r}")
-        return self
 
     def default_lr(self) -> float:
         return IMAGESET_LR[("dual", self.recipe)]
@@ -231,12 +238,10 @@ class FacetSettings(ImageSetSettings):
         if self.param not in FACET_PARAMS:
             raise InvalidSettings(f"unknown parametrization '{self.param}': use one of {', '.join(FACET_PARAMS)}")
 
-    def check(self: S) -> S:
-        super().check()
-        top = self.top  # type: ignore[attr-defined]
-        if not _is_number(top) or top <= 0:
-            raise InvalidSettings(f"top must be a fraction in (0, 1] or a count >= 1, got {top!r}")
-        return self
+    def _check(self) -> None:
+        super()._check()
+        if not _is_number(self.top) or self.top <= 0:
+            raise InvalidSettings(f"top must be a fraction in (0, 1] or a count >= 1, got {self.top!r}")
 
     def default_lr(self) -> float:
         return IMAGESET_LR[("facets", self.param)]
@@ -336,5 +341,5 @@ __all__ = [
     "Settings", "ImageSetSettings", "DualSettings", "FacetSettings", "Profile", "CPU_SPACE", "GPU_SPACE", "CPU_JOB",
     "PROFILES", "METHODS", "RECIPES", "FACET_PARAMS", "LIMITS", "MAX_SEED", "DEFAULT_LR", "IMAGESET_LR",
     "DEFAULT_STEPS", "DEFAULT_SIZE", "DEFAULT_CROPS", "DEFAULT_CROP_SCALE", "DEFAULT_NOISE", "DEFAULT_UNITS",
-    "IMAGESET_SIZE", "check_int",
+    "IMAGESET_SIZE", "MAX_TOP", "check_int",
 ]

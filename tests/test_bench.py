@@ -69,7 +69,7 @@ def test_bench_quality_smoke_two_classes_two_steps(capsys, tmp_path):
 
 
 def test_quality_report_includes_the_image_set_quality_table(monkeypatch):
-    import hf_fviz.engine.imagesets as imagesets
+    import hf_fviz.bench_imagesets as imagesets
 
     class Fake:
         def table(self) -> str:
@@ -99,8 +99,10 @@ def test_image_set_quality_figures_are_measured_as_documented():
     import torch.nn.functional as F
 
     import hf_fviz
-    from hf_fviz.engine.dual import RECIPES, dual_objective
-    from hf_fviz.engine.imagesets import penultimate_layer, quality_imagesets
+    from hf_fviz.api import dual_objective
+    from hf_fviz.bench_imagesets import quality_imagesets
+    from hf_fviz.engine.imagesets import penultimate_layer
+    from hf_fviz.settings import RECIPES
 
     gen = hf_fviz.load_model("org/tiny-resnet", device="cpu")
     judge = hf_fviz.load_model("org/tiny-mobilenetv2", device="cpu")

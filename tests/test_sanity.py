@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from hf_fviz import load_model
-from hf_fviz.engine.methods import visualize
+from hf_fviz.api import visualize
 from hf_fviz.exemplars import find_exemplars, with_exemplars
-from hf_fviz.sanity import path_layers, sanity_check
+from hf_fviz.engine.sanity import path_layers, sanity_check
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def atlas(args: argparse.Namespace) -> int:
         path = merge(args.out, model=args.model, grid_max=args.grid_max)
         print(f"wrote {path}")
         return 0
-    run = settings(args)
+    checked = settings(args)
     shard = Shard.parse(args.shard) if args.shard else Shard.from_environment()
     args.device = shard_device(args.device) or "auto"
     model = load(args)
@@ -53,7 +53,7 @@ def atlas(args: argparse.Namespace) -> int:
     desc = f"atlas {args.layer or model.default_layer} shard {shard}"
     with progress_bar(desc, "unit", _postfix, show=show) as progress:
         result = atlas(model, out_dir=args.out, layer=args.layer, units=args.units, batch=args.batch, shard=shard,
-                       merge_wait=args.merge_wait, grid_max=args.grid_max, progress=progress, **call_kwargs(run))
+                       merge_wait=args.merge_wait, grid_max=args.grid_max, progress=progress, **call_kwargs(checked))
     print(
         f"shard {result.shard}: {len(result.units)} units ({len(result.computed)} computed, "
         f"{len(result.skipped)} already done) in {result.seconds:.1f} s"

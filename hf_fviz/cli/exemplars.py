@@ -1,24 +1,20 @@
 """The `exemplars` sub-command and the `--exemplars SOURCE` option of `visualize` (CLI face only:
-parse, call `hf_fviz.exemplars` / `hf_fviz.sanity`, print)."""
+parse, call `hf_fviz.exemplars` / `hf_fviz.engine.sanity`, print)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from ..errors import InvalidSettings
-from ..exemplars import MAX_TOP
 from .common import Handler, add_out_option, add_source_options, add_target_options, load, out_dir, progress_bar
 
 
-def check_exemplar_options(args: argparse.Namespace, *, source: str | None = None) -> None:
+def check_exemplar_options(args: argparse.Namespace, *, source: str | None = None, batch_size: int = 1) -> None:
     """Refuse bad --top / --max-images and an unreadable source before any compute."""
-    from ..sources import check_source
+    from ..exemplars import check_options
+    from ..hub.sources import check_source
 
-    if not 1 <= args.top <= MAX_TOP:
-        raise InvalidSettings(f"--top must be in 1..{MAX_TOP}, got {args.top}")
-    if args.max_images < 1:
-        raise InvalidSettings(f"--max-images must be positive, got {args.max_images}")
+    check_options(top=args.top, max_images=args.max_images, batch_size=batch_size)
     check_source(source if source is not None else args.exemplars, split=args.split, image_column=args.image_column)
 
 
@@ -67,7 +63,7 @@ def _exemplars(args: argparse.Namespace) -> int:
 
     if args.out:
         check_out_dir(args.out)
-    check_exemplar_options(args, source=args.images)
+    check_exemplar_options(args, source=args.images, batch_size=args.batch_size)
     model = load(args)
     layer, units = targets.resolve(model, layer=args.layer, units=args.units, classes=args.classes)
     with progress_bar("exemplars", "img") as progress:

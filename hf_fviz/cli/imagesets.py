@@ -9,7 +9,7 @@ from typing import Any
 
 from ..settings import DualSettings, FacetSettings, ImageSetSettings
 from .common import (
-    Handler, add_model_options, add_out_option, add_run_options, add_source_options, add_target_options, call_kwargs, load,
+    Handler, add_model_options, add_out_option, add_run_options, add_source_options, add_target_options, load,
     objective_postfix, out_dir, progress_bar, settings,
 )
 
@@ -31,7 +31,7 @@ def _add_imageset_options(p: argparse.ArgumentParser, defaults: ImageSetSettings
 def _imageset_run(args: argparse.Namespace, command: str, plan: Callable[[Any], Run]) -> int:
     """Load the model, let `plan(model)` check its targets, load the images, run with a progress
     bar, write the output folder."""
-    from ..images import load_images
+    from ..hub.images import load_images
     from ..output import imagesets
     from ..output.writer import check_out_dir
 
@@ -64,13 +64,12 @@ def dual_parser(sub: argparse._SubParsersAction) -> Handler:
 
 
 def dual(args: argparse.Namespace) -> int:
-    from .. import dual_objective
+    from ..api import run
 
-    run = settings(args, DualSettings, k=args.k, nearest=args.nearest, recipe=args.recipe, channels=args.channels)
+    checked = settings(args, DualSettings, k=args.k, nearest=args.nearest, recipe=args.recipe, channels=args.channels)
 
     def plan(model: Any) -> Run:
-        return lambda images, progress: dual_objective(model, layer=args.layer, images=images, progress=progress,
-                                                       **call_kwargs(run))
+        return lambda images, progress: run(model, checked, layer=args.layer, images=images, progress=progress)
 
     return _imageset_run(args, "dual", plan)
 
@@ -90,18 +89,17 @@ def facets_parser(sub: argparse._SubParsersAction) -> Handler:
 
 
 def facets(args: argparse.Namespace) -> int:
-    from .. import multifaceted
+    from ..api import run
     from ..hub import targets
 
-    run = settings(args, FacetSettings, k=args.k, nearest=args.nearest, param=args.param, top=args.top,
+    checked = settings(args, FacetSettings, k=args.k, nearest=args.nearest, param=args.param, top=args.top,
                    center_bias=False if args.no_center_bias else None)
 
     def plan(model: Any) -> Run:
         layer, units = targets.resolve(model, layer=args.layer, units=args.units, classes=args.classes)
 
         def go(images: Any, progress: Any) -> list:
-            return [v for unit in units for v in multifaceted(model, unit=unit, layer=layer, images=images, progress=progress,
-                                                               **call_kwargs(run))]
+            return [v for unit in units for v in run(model, checked, unit=unit, layer=layer, images=images, progress=progress)]
 
         return go
 

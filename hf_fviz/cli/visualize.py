@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .common import (
-    Handler, add_out_option, add_run_options, add_source_options, add_target_options, call_kwargs, load, objective_postfix,
+    Handler, add_out_option, add_run_options, add_source_options, add_target_options, load, objective_postfix,
     out_dir, progress_bar, settings,
 )
 
@@ -38,13 +38,13 @@ def visualize_parser(sub: argparse._SubParsersAction) -> Handler:
 def visualize(args: argparse.Namespace) -> int:
     import time
 
-    from .. import visualize
+    from ..api import run
     from ..errors import InvalidSettings
     from ..hub import targets
     from ..output.render import save
     from ..output.writer import check_out_dir
 
-    run = settings(args, spectrum=args.spectrum, batch_size=args.batch_size, max_seconds=args.max_seconds)
+    checked = settings(args, spectrum=args.spectrum, batch_size=args.batch_size, max_seconds=args.max_seconds)
     if args.out:
         check_out_dir(args.out)
     texts = None
@@ -64,7 +64,7 @@ def visualize(args: argparse.Namespace) -> int:
         layer, units = targets.resolve(model, layer=args.layer, units=args.units, classes=args.classes)
     start = time.perf_counter()
     with progress_bar("visualize", "step", objective_postfix) as progress:
-        vis = visualize(model, layer=layer, units=units, objectives=texts, progress=progress, **call_kwargs(run))
+        vis = run(model, checked, layer=layer, units=units, objectives=texts, progress=progress)
     if args.exemplars is not None:
         from .exemplars import add_exemplars
 
@@ -76,8 +76,8 @@ def visualize(args: argparse.Namespace) -> int:
         print_sanity(vis)
     if vis and vis[0].extra.get("stopped_early"):
         skipped = vis[0].extra.get("units_skipped", 0)
-        done = min(v.extra.get("steps_done", run.steps) for v in vis)
-        print(f"hf-fviz: stopped at --max-seconds {run.max_seconds:g}: {done} of {run.steps} steps done"
+        done = min(v.extra.get("steps_done", checked.steps) for v in vis)
+        print(f"hf-fviz: stopped at --max-seconds {checked.max_seconds:g}: {done} of {checked.steps} steps done"
               + (f", {skipped} unit(s) not started" if skipped else "") + "; images kept as they are", file=sys.stderr)
     print(f"wrote {len(vis)} visualizations and {path}")
     return 0
@@ -95,7 +95,8 @@ def spectrum_parser(sub: argparse._SubParsersAction) -> Handler:
 
 
 def spectrum(args: argparse.Namespace) -> int:
-    from ..engine.spectrum import build_spectrum, save_spectrum
+    from ..api import build_spectrum
+    from ..engine.spectrum import save_spectrum
     from ..errors import InvalidSettings
 
     if not 1 <= args.crops <= 100000 or not 16 <= args.size <= 2048:

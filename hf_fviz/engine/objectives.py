@@ -311,6 +311,56 @@ class Text(Objective):
 
 
 # ---------------------------------------------------------------------------- constructors
+def pool(act: torch.Tensor, info: Layer) -> torch.Tensor:
+    """Canonical activations -> one vector per row: conv spatial mean, patch-token mean, logits."""
+    if info.kind == "conv":
+        return act.float().mean(dim=(-2, -1))
+    if info.kind == "tokens":
+        return act[:, info.prefix_tokens :, :].float().mean(dim=1)
+    return act.float()
+
+
+def charbonnier(x: torch.Tensor) -> torch.Tensor:
+    """ρ(x) = √(x² + 1) − 1: Barron's adaptive loss at its defaults (α = 1, c = 1)."""
+    return torch.sqrt(x * x + 1.0) - 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class Dual(_Leaf):
+    """The dual objective of one cluster (The Mind's Eye; engine/dual.py) on the layer's pooled
+    activations u (÷ `scale`): w_a · match − w_d · distance, where distance = mean Charbonnier
+    ρ(u − t) to the cluster's `target` t and match = Σ_top u·t / Σ_top t² over its `top`
+    channels (1.0 when the image equals the target there). One leaf, not a sum of two: both
+    terms read the same pooled tensor, so its gradient is summed once, as in the paper's code."""
+
+    layer: str
+    target: torch.Tensor  # (C,)
+    top: torch.Tensor  # (C,) bool
+    scale: float
+    distance_weight: float
+    activation_weight: float
+
+    def structure(self) -> tuple[Any, ...]:
+        return ("dual", self.layer, self.scale, self.distance_weight, self.activation_weight)
+
+    def params(self) -> list[torch.Tensor]:
+        return [self.target, self.top]
+
+    def evaluate(self, acts: Acts, info: Mapping[str, Layer], params: Iterator[torch.Tensor]) -> torch.Tensor:
+        distance, match = dual_terms(pool(acts[self.layer], info[self.layer]), next(params), next(params), self.scale)
+        return self.activation_weight * match - self.distance_weight * distance
+
+
+def dual_terms(pooled: torch.Tensor, targets: torch.Tensor, top: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance, match) per row of pooled activations against per-row targets (see `Dual`)."""
+    u = pooled.float() / scale
+    t = targets.to(u.device)
+    mask = top.to(u.device).float()
+    distance = charbonnier(u - t).mean(dim=1)
+    match = (u * t * mask).sum(dim=1) / (t * t * mask).sum(dim=1).clamp_min(1e-12)
+    return distance, match
+
+
 def channel(layer: str, unit: int) -> Objective:
     """Mean activation of channel `unit` of `layer` (patch tokens only on token layers)."""
     return Channel(layer, int(unit))

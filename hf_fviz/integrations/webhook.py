@@ -59,11 +59,10 @@ class AutoSettings(Settings):
     size: int = CPU_JOB.default_size
     crops: int = CPU_JOB.default_crops
 
-    def check(self) -> "AutoSettings":
-        super().check()
+    def _check(self) -> None:
+        super()._check()
         if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units < 1:
             raise InvalidSettings(f"units must be a positive integer, got {self.units!r}")
-        return self
 
     def run_settings(self) -> Settings:
         """The run's `Settings`, without the targets."""

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine.transforms import resize_whole
+from .transforms import resize_whole
 
 MAX_PATH_LAYERS = 6
 
