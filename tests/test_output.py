@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hf_fviz.errors import InvalidSettings, PublishError
+from hf_fviz.errors import AtlasError, InvalidSettings, PublishError
 from hf_fviz.output import card, render, writer
 from hf_fviz.output.manifest import Item, Manifest
 
@@ -68,3 +68,45 @@ def test_manifest_round_trip_keeps_keys_order_and_unknown_fields(tmp_path: Path)
     path.write_text(json.dumps(data))
     with pytest.raises(PublishError, match="points outside the output folder"):
         Manifest.read(tmp_path)
+
+
+def test_atlas_units_with_exemplars_keep_them_through_records_merge_and_grid(tmp_path: Path) -> None:
+    """`atlas --exemplars`: each unit's exemplar JPEGs are written before its record, which lists
+    them with its sanity score; the merge carries both into the manifest and draws each unit
+    beside its exemplar crops (rows of 32 px tiles, a 14 px caption strip, 4 px gaps)."""
+    import numpy as np
+    import torch
+
+    from hf_fviz.engine.exemplars import Exemplar
+    from hf_fviz.output.atlas_store import AtlasSpec, claim_folder, merge, write_unit
+    from tests.test_render import _vis
+
+    rng = np.random.default_rng(0)
+    spec = AtlasSpec("org/x", None, "timm", "logits", (0, 1), "maco", {"steps": 4, "size": 32, "crops": 2, "seed": 0, "lr": None})
+    out = tmp_path / "atlas"
+    out.mkdir()
+    claim_folder(out, spec)
+    for unit in spec.units:
+        vis = _vis(unit, seed=unit)
+        vis.extra.update(exemplar_source="samples", sanity={"score": 0.75, "flag": False}, exemplars=[
+            Exemplar(j, f"img{j}.jpg", 5.0 - j, torch.from_numpy(rng.integers(0, 256, (3, 40, 40), dtype=np.uint8)), (0, 0, 20, 20))
+            for j in range(2 + unit)])
+        write_unit(out, vis, unit, shard=(0, 1), device="cpu", share=1)
+    data = json.loads(merge(out, tile=32).read_text())
+    for item in data["items"]:
+        record = json.loads((out / "records" / f"{item['unit']}.json").read_text())
+        assert item["exemplars"] == record["exemplars"] and item["sanity"] == {"score": 0.75, "flag": False}
+        assert [e["activation"] for e in item["exemplars"]] == [5.0 - j for j in range(2 + item["unit"])]
+        assert all((out / e["image"]).is_file() and (out / e["crop"]).is_file() for e in item["exemplars"])
+    tile, pad, cap = 32, 4, 14
+    grid = Image.open(out / "grid.png").convert("RGB")
+    assert grid.size == (4 * (tile + pad) + 2 * pad, 2 * (tile + cap + pad) + pad)  # widest row: image + 3 crops
+    for row, item in enumerate(data["items"]):
+        for col, rel in enumerate([item["image"]] + [e["crop"] for e in item["exemplars"]]):
+            x, y = pad + col * (tile + pad) + (pad if col else 0), pad + row * (tile + cap + pad)
+            want = np.asarray(Image.open(out / rel).convert("RGB").resize((tile, tile), Image.Resampling.LANCZOS))
+            assert np.array_equal(np.asarray(grid.crop((x, y, x + tile, y + tile))), want), (row, col)
+    (out / data["items"][1]["exemplars"][0]["crop"]).unlink()  # a lost exemplar: the unit is redone
+    with pytest.raises(AtlasError, match="exemplar .* missing"):
+        merge(out, tile=32)
+    assert not (out / "records" / "1.json").exists() and (out / "records" / "0.json").exists()

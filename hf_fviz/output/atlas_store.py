@@ -32,8 +32,9 @@ from PIL import Image
 
 from ..errors import AtlasError
 from ..results import Visualization
+from .exemplars import exemplar_entries, exemplar_files, exemplar_folder, jpeg_bytes
 from .grid import caption, columns, tile_grid
-from .manifest import Item, Manifest
+from .manifest import SHOWN_EXEMPLARS, Item, Manifest
 from .render import item_paths, rgb_image, rgba_image
 from .writer import MANIFEST, atomic_write
 
@@ -42,6 +43,7 @@ RUN_FILE = "atlas.json"
 RECORDS = "records"
 SHARDS = "shards"
 DEFAULT_GRID_MAX = 100
+CAPTION_PX = 14  # the atlas grid's caption strip (its tests measure the layout)
 
 
 # ---------------------------------------------------------------------------- files and records
@@ -199,6 +201,14 @@ def write_unit(out: Path, vis: Visualization, index: int, *, shard: tuple[int, i
         "shard": list(shard),
         "device": device,
     }
+    exemplars = vis.extra.get("exemplars")
+    if exemplars:  # natural exemplars (`atlas --exemplars`): their JPEGs, then the record lists them
+        folder = exemplar_folder(image_rel)
+        for path, img in exemplar_files(exemplars, folder):
+            atomic_write(out / path, jpeg_bytes(img))
+        record["exemplars"] = exemplar_entries(exemplars, folder, source=vis.extra.get("exemplar_source", ""))
+        if vis.extra.get("sanity"):
+            record["sanity"] = vis.extra["sanity"]
     atomic_write(record_path(out, int(vis.unit)), json_bytes(record))
 
 
@@ -239,7 +249,17 @@ def _verify(out: Path, unit: int) -> tuple[dict[str, Any] | None, str]:
                 img.load()
         except (OSError, KeyError, TypeError, ValueError, Image.DecompressionBombError) as err:
             return None, f"{key}: {type(err).__name__}"
+    for ex in rec.get("exemplars") or []:
+        for rel in (ex.get("image"), ex.get("crop")) if isinstance(ex, dict) else (None,):
+            if rel is not None and not (isinstance(rel, str) and _inside(out, rel).is_file()):
+                return None, f"exemplar {rel} missing"
     return rec, ""
+
+
+def _inside(out: Path, relative: str) -> Path:
+    """`out/relative` resolved, or `out` itself (not a file) when it leads outside the folder."""
+    path = (out / relative).resolve()
+    return path if path.is_relative_to(out.resolve()) else out
 
 
 def merge(
@@ -291,7 +311,8 @@ def merge(
         method=spec.method,
         layer=spec.layer,
         settings=settings,
-        items=[Item(unit=r["unit"], label=r["label"], image=r["image"], rgba=r["rgba"], objective=r["objective"]) for r in records],
+        items=[Item(unit=r["unit"], label=r["label"], image=r["image"], rgba=r["rgba"], objective=r["objective"],
+                    exemplars=r.get("exemplars"), sanity=r.get("sanity")) for r in records],
         seconds=round(sum(float(r.get("seconds", 0.0)) for r in records), 2),
         device=devices[0] if len(devices) == 1 else ",".join(devices),
         extra={"grid": "grid.png", "grid_units": shown, "shards": max(int(r["shard"][1]) for r in records)},
@@ -313,10 +334,25 @@ def _spread(units: Sequence[int], k: int) -> list[int]:
 
 
 def _grid(out: Path, records: Sequence[dict[str, Any]], *, tile: int, layer: str) -> Image.Image:
-    """A captioned grid of the units' RGB images, read back from the folder."""
-    tiles = []
+    """A captioned grid of the units' RGB images, read back from the folder; with exemplars, one
+    row per unit: its image (captioned with its sanity score), then up to `SHOWN_EXEMPLARS`
+    exemplar crops with their activations."""
+    if not any(r.get("exemplars") for r in records):
+        return tile_grid([_tile(out, r["image"], tile) for r in records], cols=columns(len(records)), tile=tile,
+                         captions=[caption(r["unit"], r.get("label"), layer) for r in records], caption_px=CAPTION_PX)
+    cols = 1 + min(SHOWN_EXEMPLARS, max(len(r.get("exemplars") or []) for r in records))
+    tiles: list[Image.Image | None] = []
+    texts: list[str] = []
     for rec in records:
-        with Image.open(out / rec["image"]) as img:
-            tiles.append(img.convert("RGB").resize((tile, tile), Image.Resampling.LANCZOS))
-    texts = [caption(rec["unit"], rec.get("label"), layer) for rec in records]
-    return tile_grid(tiles, cols=columns(len(tiles)), tile=tile, captions=texts)
+        sanity = rec.get("sanity")
+        name = caption(rec["unit"], rec.get("label"), layer)
+        row = [(rec["image"], name + (f" · sanity {sanity['score']:.2f}{' !' if sanity.get('flag') else ''}" if sanity else ""))]
+        row += [(ex.get("crop") or ex["image"], f"{ex['activation']:.3g}") for ex in (rec.get("exemplars") or [])[:SHOWN_EXEMPLARS]]
+        tiles += [_tile(out, rel, tile) for rel, _ in row] + [None] * (cols - len(row))
+        texts += [text for _, text in row] + [""] * (cols - len(row))
+    return tile_grid(tiles, cols=cols, tile=tile, captions=texts, lead_gap=4, caption_px=CAPTION_PX)
+
+
+def _tile(out: Path, relative: str, tile: int) -> Image.Image:
+    with Image.open(out / relative) as img:
+        return img.convert("RGB").resize((tile, tile), Image.Resampling.LANCZOS)

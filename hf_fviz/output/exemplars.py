@@ -3,8 +3,9 @@ the output folder of `hf-fviz exemplars` (one row of exemplars per unit)."""
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,25 @@ def exemplar_entries(exemplars: Sequence[Any], folder: str, *, source: str) -> l
     return out
 
 
-def write_exemplars(exemplars: Sequence[Any], root: Path, folder: str) -> None:
-    (root / folder).mkdir(parents=True, exist_ok=True)
+def exemplar_files(exemplars: Sequence[Any], folder: str) -> Iterator[tuple[str, Image.Image]]:
+    """(path, image) of each file of a unit's exemplars, as `exemplar_entries` names them."""
     for j, ex in enumerate(exemplars):
-        exemplar_image(ex, crop=False).save(root / folder / f"{j}.jpg", quality=90)
+        yield f"{folder}/{j}.jpg", exemplar_image(ex, crop=False)
         if ex.box is not None:
-            exemplar_image(ex, crop=True).save(root / folder / f"{j}_crop.jpg", quality=90)
+            yield f"{folder}/{j}_crop.jpg", exemplar_image(ex, crop=True)
+
+
+def jpeg_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def write_exemplars(exemplars: Sequence[Any], root: Path, folder: str) -> None:
+    """The JPEGs of a unit's exemplars under `root/folder` (a staged folder: plain writes)."""
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    for path, img in exemplar_files(exemplars, folder):
+        img.save(root / path, format="JPEG", quality=90)
 
 
 def exemplar_folder(image_path: str) -> str:

@@ -61,14 +61,16 @@ def tile_grid(
     gap: int = 4,
     margin: int = 2,
     lead_gap: int = 0,
+    caption_px: int = CAPTION_PX,
 ) -> Image.Image:
     """Tiles (resized to `tile` px squares; None leaves a cell empty) row by row, `cols` per row,
     `gap` px between cells and `margin` px around, a caption under each tile when `captions` is
-    given, and `lead_gap` extra px after the first column (a visualization before its exemplars)."""
+    given (`caption_px` high), and `lead_gap` extra px after the first column (a visualization
+    before its exemplars)."""
     if not tiles:
         raise ValueError("no images to put in a grid")
     rows = math.ceil(len(tiles) / cols)
-    cap_h = CAPTION_PX if captions is not None else 0
+    cap_h = caption_px if captions is not None else 0
     cell_w, cell_h = tile + gap, tile + cap_h + gap
     canvas = Image.new("RGB", (2 * margin + cols * cell_w + lead_gap, 2 * margin + rows * cell_h), "white")
     draw = ImageDraw.Draw(canvas)
