@@ -606,6 +606,8 @@ class QualitySettings:
     horama: HoramaSettings = HoramaSettings()
     imagesets: bool = True
     insertion_slices: int = 32  # insertion test of the transparency maps (0: skipped)
+    sanity: str | None = None  # image source of the sanity check per class (None: skipped)
+    sanity_top: int = 4
 
 
 @dataclass
@@ -622,6 +624,7 @@ class MethodQuality:
     judge_top1: list[str]
     seconds: float
     insertion: list[dict[str, float]] = field(default_factory=list)
+    sanity: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -648,6 +651,22 @@ def _insertion_rows(model: Any, vis: Sequence[Any], log: Log, *, slices: int = 3
         rows.append(row)
         log(f"  insertion {v.label}: AUC alpha {r.alpha_auc:.3f}, random {r.random_auc:.3f}, ratio {r.ratio:.2f}"
             + (f" (all views: {row['ratio_all_views']:.2f})" if "ratio_all_views" in row else ""))
+    return rows
+
+
+def _sanity_rows(model: Any, vis: Sequence[Any], source: str, top: int, log: Log) -> list[dict[str, Any]]:
+    """The sanity check (`hf_fviz.sanity`) of each visualization against its unit's top exemplars
+    in `source` and that source's random images."""
+    from .exemplars import with_exemplars
+
+    with_exemplars(model, vis, source, top=top)
+    rows = []
+    for v in vis:
+        check = v.extra.get("sanity") or {}
+        rows.append({"score": check.get("score", float("nan")), "flag": bool(check.get("flag", False)),
+                     "exemplars": [e.name for e in v.extra.get("exemplars", [])]})
+        log(f"  sanity {v.label}: score {rows[-1]['score']:.2f}{' (flagged)' if rows[-1]['flag'] else ''}, "
+            f"exemplars {', '.join(rows[-1]['exemplars'][:2])}")
     return rows
 
 
@@ -768,6 +787,7 @@ def run_quality(settings: QualitySettings = QualitySettings(), *, log: Log | Non
         log(f"quality: {method}, {len(classes)} classes, {steps} steps")
         start = time.perf_counter()
         insertion: list[dict[str, float]] = []
+        sanity: list[dict[str, Any]] = []
         if method == "horama":
             hs = settings.horama
             images = []
@@ -783,6 +803,8 @@ def run_quality(settings: QualitySettings = QualitySettings(), *, log: Log | Non
             images = [np.asarray(rgb_image(v)) for v in vis]
             if settings.insertion_slices > 0:
                 insertion = _insertion_rows(model, vis, log, slices=settings.insertion_slices)
+            if settings.sanity:
+                sanity = _sanity_rows(model, vis, settings.sanity, settings.sanity_top, log)
             views = f"{crops} views (whole + {crops - 1} crops)" if crops > 1 else f"{crops} crops"
             described = f"hf_fviz {method}: canvas {size}, {views}, lr {vis[0].settings.lr:g}, {steps} steps"
         seconds = time.perf_counter() - start
@@ -797,7 +819,7 @@ def run_quality(settings: QualitySettings = QualitySettings(), *, log: Log | Non
         out.append(MethodQuality(
             method=method, settings=described, top1=sum(r == 1 for r in jr) / n, top5=sum(r <= 5 for r in jr) / n,
             self_rank1=sum(r == 1 for r in sr) / n, judge_ranks=jr, self_ranks=sr,
-            judge_top1=[judge.label(t) for t in top], seconds=seconds, insertion=insertion,
+            judge_top1=[judge.label(t) for t in top], seconds=seconds, insertion=insertion, sanity=sanity,
         ))
         log(f"  -> top-1 {out[-1].top1:.0%}, top-5 {out[-1].top5:.0%}, rank 1 on {settings.model}: {out[-1].self_rank1:.0%}")
     imagesets = _imagesets_quality(model, judge, settings, log) if settings.imagesets else None
@@ -851,6 +873,14 @@ def quality_table(report: QualityReport) -> str:
         for m in measured:
             lines.append(f"| {m.method} | {m.insertion_summary('alpha_auc'):.3f} | {m.insertion_summary('random_auc'):.3f} | "
                          f"{m.insertion_summary('ratio'):.2f} | {_fmt(m.insertion_summary('ratio_all_views'), '.2f')} |")
+    for m in (m for m in report.methods if m.sanity):
+        scores = [row["score"] for row in m.sanity]
+        lines += ["", f"Sanity check of {m.method} (`hf_fviz.sanity`; score = share of the source's random images less close "
+                  f"to the class's exemplars than the visualization; flag below 0.5): mean score {np.nanmean(scores):.2f}, "
+                  f"{sum(row['flag'] for row in m.sanity)} of {len(scores)} flagged.", "",
+                  "| class | sanity score | flag | top exemplars |", "|---|---|---|---|"]
+        for c, label, row in zip(report.classes, report.labels, m.sanity):
+            lines.append(f"| {c} {label} | {row['score']:.2f} | {'yes' if row['flag'] else 'no'} | {', '.join(row['exemplars'][:2])} |")
     lines += ["", "Judge rank of the target class per class (visualized-model rank in brackets):", ""]
     lines.append("| class | " + " | ".join(m.method for m in report.methods) + " |")
     lines.append("|---|" + "---|" * len(report.methods))
