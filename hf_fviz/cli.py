@@ -279,7 +279,7 @@ def _bench(args: argparse.Namespace) -> int:
             print(bench.speed_table(results))
         return 0
     if args.bench_command == "chunks":
-        from .bench_chunks import chunks_table, run_chunks
+        from .bench.chunks import chunks_table, run_chunks
 
         report = run_chunks(model=args.model, steps=args.steps, rounds=args.rounds, log=log)
         print(json.dumps(report.to_dict(), indent=1) if args.json else chunks_table(report))
