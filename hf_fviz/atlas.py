@@ -386,6 +386,11 @@ def atlas(
     merge_wait: float = DEFAULT_MERGE_WAIT,
     grid_max: int = DEFAULT_GRID_MAX,
     progress: AtlasProgress | None = None,
+    exemplars: str | None = None,
+    top: int = 8,
+    max_images: int | None = 2000,
+    split: str | None = None,
+    image_column: str | None = None,
 ) -> AtlasResult:
     """Visualize `units` of `layer` into `out_dir`, `batch` units per optimization, skipping
     units an earlier (killed) run finished. See the module docstring for the folder and the rules.
@@ -404,6 +409,9 @@ def atlas(
             rank 0 merges, after waiting up to `merge_wait` seconds for the other ranks).
         grid_max: at most this many units (evenly spread) in grid.png.
         progress: `progress(done, total, info)` over this shard's units.
+        exemplars: an image source (folder, 'samples', hub dataset org/name): each unit's record
+            also gets its top natural images and sanity check (`atlas_exemplars`); top,
+            max_images, split, image_column: as in `hf_fviz.exemplars.with_exemplars`.
     """
     from .engine import methods
 
@@ -418,6 +426,11 @@ def atlas(
         "seed": seed,
         "lr": lr,
     }
+    if exemplars is not None:
+        from . import atlas_exemplars
+
+        request["exemplars"] = atlas_exemplars.exemplar_request(exemplars, top=top, max_images=max_images, split=split,
+                                                                image_column=image_column)
     methods.validate(method=method, steps=request["steps"], size=request["size"], crops=request["crops"], lr=lr, seed=seed)
     if isinstance(model, str):
         from .hub import load_model
@@ -455,6 +468,10 @@ def atlas(
         if batch is None and pending:
             batch = methods.auto_batch_size(model, layer=name, units=pending, method=method, size=request["size"],
                                             crops=request["crops"], seed=seed)
+        found = None
+        if exemplars is not None and pending:
+            found = atlas_exemplars.find_for_units(model, name, pending, request["exemplars"], progress and (
+                lambda n, _total, i: progress(done, len(mine), {"phase": "exemplars", "images": n, **i})))
         for b in range(0, len(pending), batch or 1):
             chunk = pending[b : b + batch]
 
@@ -466,6 +483,8 @@ def atlas(
                 model, layer=name, units=chunk, method=method, steps=request["steps"], size=request["size"],
                 crops=request["crops"], seed=seed, lr=lr, batch_size=len(chunk), progress=step_progress,
             )
+            if found is not None:
+                atlas_exemplars.check_batch(model, vis, found)
             if progress is not None:
                 progress(done, len(mine), {"phase": "write", "batch": len(chunk)})
             for k, v in enumerate(vis):
@@ -513,6 +532,10 @@ def _write_unit(out: Path, vis: Visualization, index: int, *, shard: Shard, devi
         "shard": [shard.index, shard.count],
         "device": device,
     }
+    if vis.extra.get("exemplars"):
+        from .atlas_exemplars import record_entries
+
+        record.update(record_entries(out, vis, image_rel, _atomic_write))
     _atomic_write(_record_path(out, int(vis.unit)), _json_bytes(record))
 
 
@@ -609,7 +632,10 @@ def merge(
         raise AtlasError(f"{out}: units were made with different settings; start the atlas again in a new folder")
     shown = _spread(spec.units, grid_max)
     by_unit = {r["unit"]: r for r in records}
-    grid = _grid(out, [by_unit[u] for u in shown], tile=min(tile, int(settings.get("size", tile))), layer=spec.layer)
+    from .atlas_exemplars import exemplar_grid, has_exemplars, manifest_keys
+
+    draw = exemplar_grid if has_exemplars(records) else _grid
+    grid = draw(out, [by_unit[u] for u in shown], tile=min(tile, int(settings.get("size", tile))), layer=spec.layer)
     _atomic_write(out / "grid.png", _png_bytes(grid))
     devices = sorted({str(r.get("device")) for r in records})
     manifest = {
@@ -621,7 +647,7 @@ def merge(
         "layer": spec.layer,
         "settings": settings,
         "items": [
-            {k: r[k] for k in ("unit", "label", "image", "rgba", "objective")} for r in records
+            {**{k: r[k] for k in ("unit", "label", "image", "rgba", "objective")}, **manifest_keys(r)} for r in records
         ],
         "seconds": round(sum(float(r.get("seconds", 0.0)) for r in records), 2),
         "device": devices[0] if len(devices) == 1 else ",".join(devices),

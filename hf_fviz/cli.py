@@ -122,6 +122,13 @@ def _atlas_parser(sub: argparse._SubParsersAction) -> Handler:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--grid-max", type=int, default=100, metavar="N", help="units shown in grid.png, evenly spread (default 100)")
     p.add_argument("--merge", action="store_true", help="do no work: check all shards' results and write manifest.json")
+    p.add_argument("--exemplars", default=None, metavar="SOURCE",
+                   help="also find each unit's top natural images in SOURCE (folder, 'samples', hub dataset org/name), "
+                        "run the sanity check, and draw them beside each unit in grid.png")
+    _add_source_options(p)
+    from .cli_exemplars import add_exemplar_options
+
+    add_exemplar_options(p)
     p.add_argument(
         "--merge-wait", type=float, default=6 * 3600, metavar="SECONDS",
         help="under torchrun, how long rank 0 waits for the other ranks before giving up the merge",
@@ -137,6 +144,10 @@ def _atlas(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return 0
     shard = Shard.parse(args.shard) if args.shard else Shard.from_environment()
+    if args.exemplars is not None:
+        from .cli_exemplars import check_exemplar_options
+
+        check_exemplar_options(args)  # fail fast, before any compute
     args.device = shard_device(args.device) or "auto"
     model = _load(args)
     bars: list = []  # opened on the first report, so that a bad setting prints one line only
@@ -164,6 +175,7 @@ def _atlas(args: argparse.Namespace) -> int:
             model, out_dir=args.out, layer=args.layer, units=args.units, batch=args.batch, shard=shard, method=args.method,
             steps=args.steps, size=args.size, crops=args.crops, seed=args.seed, lr=args.lr,
             merge_wait=args.merge_wait, grid_max=args.grid_max, progress=progress if show else None,
+            exemplars=args.exemplars, top=args.top, max_images=args.max_images, split=args.split, image_column=args.image_column,
         )
     finally:
         for bar in bars:
