@@ -238,3 +238,14 @@ def test_quality_sanity_rows_are_the_library_check_against_the_top_exemplars():
     table = bench.quality_table(bench.QualityReport("m", "j", [1, 2], ["goldfish", "shark"], 3, [m]))
     assert "mean score 0.60, 1 of 2 flagged" in table
     assert "| 1 goldfish | 0.90 | no | x.jpg, y.jpg |" in table and "| 2 shark | 0.30 | yes | z.jpg, w.jpg |" in table
+
+
+def test_python_m_hf_fviz_bench_is_the_bench_command():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "hf_fviz.bench", "speed", "--cases", "a,z", "--no-memory"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "unknown case(s) z" in err[0]
