@@ -18,12 +18,16 @@ _EXPORTS = {
     "load_model": "hf_fviz.hub",
     "VisionModel": "hf_fviz.hub.vision_model",
     "Layer": "hf_fviz.hub.vision_model",
-    "visualize": "hf_fviz.engine.methods",
-    "Visualization": "hf_fviz.engine.methods",
-    "dual_objective": "hf_fviz.engine.imagesets",
-    "multifaceted": "hf_fviz.engine.imagesets",
+    "as_vision_model": "hf_fviz.hub",
+    "visualize": "hf_fviz.api",
+    "Visualization": "hf_fviz.results",
+    "dual_objective": "hf_fviz.api",
+    "multifaceted": "hf_fviz.api",
+    "Settings": "hf_fviz.settings",
+    "settings": "hf_fviz.settings",
     "objectives": "hf_fviz.engine.objectives",
-    "publish": "hf_fviz.card",
+    "publish": "hf_fviz.output.card",
+    "render": "hf_fviz.output.render",
     "atlas": "hf_fviz.atlas",
     "errors": "hf_fviz.errors",
     "FvizError": "hf_fviz.errors",
@@ -41,10 +45,13 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import atlas
-    from .card import publish
+    from . import settings
+    from .api import dual_objective, multifaceted, visualize
+    from .output import render
+    from .output.card import publish
     from .engine import objectives
-    from .engine.imagesets import dual_objective, multifaceted
-    from .engine.methods import Visualization, visualize
     from .errors import FvizError
-    from .hub import load_model
+    from .hub import as_vision_model, load_model
+    from .results import Visualization
+    from .settings import Settings
     from .hub.vision_model import Layer, VisionModel

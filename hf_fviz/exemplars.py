@@ -27,7 +27,7 @@ import torch
 
 from .errors import BadImageSet, InvalidSettings
 from .hub.vision_model import Layer
-from .sources import describe, iter_source
+from .hub.sources import describe, iter_source
 
 Progress = Callable[[int, int | None, Mapping[str, Any]], None]
 """progress(images done, images expected or None, {'images_per_s': float})"""
@@ -123,6 +123,15 @@ def _box(flat: int, grid: tuple[int, int], size: tuple[int, int], side: int) -> 
     return left, top, left + side, top + side
 
 
+def check_options(*, top: int, max_images: int | None, batch_size: int = 1) -> None:
+    """Refuse a `top` outside 1..MAX_TOP and a non-positive batch size or image cap (the CLI calls
+    it before loading anything)."""
+    if not 1 <= int(top) <= MAX_TOP:
+        raise InvalidSettings(f"--top must be in 1..{MAX_TOP}, got {top}")
+    if batch_size < 1 or (max_images is not None and max_images < 1):
+        raise InvalidSettings(f"batch size and max images must be positive, got {batch_size} and {max_images}")
+
+
 def find_exemplars(
     model: Any,
     *,
@@ -145,10 +154,7 @@ def find_exemplars(
     picked = model.check_units(info, [int(u) for u in units])
     if not picked:
         raise InvalidSettings("no units given")
-    if not 1 <= int(top) <= MAX_TOP:
-        raise InvalidSettings(f"--top must be in 1..{MAX_TOP}, got {top}")
-    if batch_size < 1 or (max_images is not None and max_images < 1):
-        raise InvalidSettings("batch size and max images must be positive")
+    check_options(top=top, max_images=max_images, batch_size=batch_size)
     k, n_units = int(top), len(picked)
     unit_idx = torch.tensor(picked, device=model.device)
     size = tuple(model.input_size)
@@ -221,53 +227,6 @@ def attach(visualizations: Sequence[Any], found: ExemplarResult) -> None:
             vis.extra["random_images"] = found.random
 
 
-def save_exemplars(found: ExemplarResult, out_dir: str | os.PathLike[str], *, model: Any, tile: int = 160) -> str:
-    """Write `hf-fviz exemplars` output atomically: manifest.json (one item per unit, exemplars
-    best first), LAYER/UNIT_exemplars/J.jpg (+ J_crop.jpg) and grid.png (one row per unit)."""
-    import json
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from PIL import Image, ImageDraw, ImageFont
-
-    from . import __version__
-    from .render import check_out_dir, exemplar_entries, exemplar_image, move_into_place, safe_name, write_exemplars
-
-    out = check_out_dir(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        items = []
-        for unit, exemplars in found.top.items():
-            folder = f"{safe_name(found.layer)}/{unit}_exemplars"
-            write_exemplars(exemplars, tmp, folder)
-            items.append({"unit": unit, "label": model.label(unit, found.layer),
-                          "exemplars": exemplar_entries(exemplars, folder, source=found.source)})
-        cols = max(len(e) for e in found.top.values())
-        font, pad, cap = ImageFont.load_default(), 4, 16
-        grid = Image.new("RGB", (cols * (tile + pad) + pad, len(found.top) * (tile + cap + pad) + pad), "white")
-        draw = ImageDraw.Draw(grid)
-        for r, (unit, exemplars) in enumerate(found.top.items()):
-            y = pad + r * (tile + cap + pad)
-            for c, ex in enumerate(exemplars):
-                x = pad + c * (tile + pad)
-                grid.paste(exemplar_image(ex, crop=True).resize((tile, tile), Image.Resampling.LANCZOS), (x, y))
-                text = f"{model.label(unit, found.layer)} · {ex.activation:.3g}" if c == 0 else f"{ex.activation:.3g}"
-                draw.text((x + 2, y + tile + 2), text[:40], fill="black", font=font)
-        grid.save(tmp / "grid.png")
-        data = {"hf_fviz_version": __version__, "kind": "exemplars", "model": model.id, "revision": model.revision,
-                "library": model.library, "layer": found.layer, "source": found.source, "images_seen": found.images_seen,
-                "settings": found.settings, "items": items, "seconds": round(found.seconds, 2)}
-        (tmp / "manifest.json").write_text(json.dumps(data, indent=1) + "\n")
-        move_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(out / "manifest.json")
-
-
-
-
 def with_exemplars(model: Any, visualizations: Sequence[Any], source: str | os.PathLike[str], *, top: int = 8,
                    max_images: int | None = 2000, split: str | None = None, image_column: str | None = None,
                    batch_size: int = 64, progress: Progress | None = None) -> ExemplarResult | None:
@@ -287,5 +246,5 @@ def with_exemplars(model: Any, visualizations: Sequence[Any], source: str | os.P
     return found
 
 
-__all__ = ["Exemplar", "ExemplarResult", "attach", "find_exemplars", "receptive_field", "save_exemplars", "unit_values",
+__all__ = ["Exemplar", "ExemplarResult", "attach", "find_exemplars", "receptive_field", "unit_values",
            "with_exemplars"]

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hf_fviz.engine.spectrum import DEFAULT_SPECTRUM, SpectrumProvenance, read_image, save_spectrum, spectrum_from_images
+from hf_fviz.engine.spectrum import DEFAULT_SPECTRUM, SpectrumProvenance, save_spectrum, spectrum_from_images
+from hf_fviz.hub.images import read_image
 
 
 def bundled_images() -> list[tuple[str, torch.Tensor]]:

@@ -21,8 +21,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def transparency_picture(side: int) -> None:
     from hf_fviz import load_model, visualize
-    from hf_fviz.engine.methods import alpha_from_transparency
-    from hf_fviz.render import display_image, to_uint8
+    from hf_fviz.output.render import display_image, to_uint8
+    from hf_fviz.results import alpha_from_transparency
 
     model = load_model("builtin:mobilenetv2", device="cpu")
     (vis,) = visualize(model, classes=["goldfish"])

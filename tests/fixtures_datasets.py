@@ -1,5 +1,5 @@
 """Tiny image datasets laid out as hub dataset repos (parquet with an `Image` feature, written by
-the `datasets` library itself), for image sources by ID (`hf_fviz.sources`).
+the `datasets` library itself), for image sources by ID (`hf_fviz.hub.sources`).
 
 - `org/tiny-images`: 36 photo crops (from the bundled samples) in `train`, 6 in `test`;
   columns `image` (Image), `label` (int), `caption` (str).
@@ -18,7 +18,7 @@ def _crops(n: int, seed: int):
     import numpy as np
     from PIL import Image
 
-    from hf_fviz.images import sample_arrays
+    from hf_fviz.hub.images import sample_arrays
 
     photos = [arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=-1) for _, arr in sample_arrays()]
     rng = np.random.default_rng(seed)

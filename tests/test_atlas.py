@@ -199,7 +199,7 @@ def test_cli_merge_and_one_line_errors(done_dir: Path, tmp_path: Path, capsys) -
 
 
 def test_publish_an_atlas_into_a_local_clone(done_dir: Path, tmp_path: Path) -> None:
-    from hf_fviz.card import END, START, publish
+    from hf_fviz.output.card import END, START, publish
 
     clone = tmp_path / "clone"
     clone.mkdir()

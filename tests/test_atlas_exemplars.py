@@ -38,15 +38,15 @@ def test_atlas_records_exemplars_and_draws_them_beside_each_unit(hub_repos, tmp_
                    for e in item["exemplars"])  # a conv layer: a crop around the most active position too
         check = sanity_check(model, vis[item["unit"]].image, LAYER, expected, found.random)
         assert item["sanity"] == check.to_dict()
-    # grid.png: one row per unit, its image then its 3 exemplar crops (32 px tiles, 4 px gaps)
-    tile, pad, cap = 32, 4, 14
+    # grid.png (output.grid.tile_grid): one row per unit, its image then its 3 exemplar crops
+    tile, gap, margin, cap, lead = 32, 4, 2, 16, 4
     with Image.open(out / "grid.png") as grid:
         grid = grid.convert("RGB")
-    assert grid.size == (4 * (tile + pad) + 2 * pad, 3 * (tile + cap + pad) + pad)
+    assert grid.size == (2 * margin + 4 * (tile + gap) + lead, 2 * margin + 3 * (tile + cap + gap))
     for row, item in enumerate(manifest["items"]):
-        y = pad + row * (tile + cap + pad)
+        y = margin + gap // 2 + row * (tile + cap + gap)
         for col, rel in enumerate([item["image"]] + [e["crop"] for e in item["exemplars"]]):
-            x = pad + col * (tile + pad) + (pad if col else 0)
+            x = margin + gap // 2 + col * (tile + gap) + (lead if col else 0)
             with Image.open(out / rel) as img:
                 want = np.asarray(img.convert("RGB").resize((tile, tile), Image.Resampling.LANCZOS))
             assert np.array_equal(np.asarray(grid.crop((x, y, x + tile, y + tile))), want), (row, col)

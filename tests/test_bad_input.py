@@ -33,7 +33,7 @@ from hf_fviz import errors as E
 from hf_fviz import render
 from hf_fviz.cli import main
 from hf_fviz.engine import budget
-from hf_fviz.engine.spectrum import build_spectrum
+from hf_fviz.api import build_spectrum
 
 R = "org/tiny-resnet"  # timm resnet18, 64 px input, classes cat, dog, fish, bird, tabby cat
 FAST = {"steps": 2, "size": 32, "crops": 1}
@@ -512,7 +512,9 @@ def test_max_seconds_stops_at_a_step_boundary_and_keeps_the_images() -> None:
 
 def test_cli_max_seconds_exits_0_with_a_notice_and_a_manifest_that_says_so(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    code = main(["visualize", R, "--units", "0,1", "--steps", "10000", "--size", "32", "--crops", "1",
+    # --batch-size 2: both units in one chunk (a measured chunk of 1 on a busy machine would leave
+    # the second unit unstarted at the deadline, and the notice would say so)
+    code = main(["visualize", R, "--units", "0,1", "--steps", "10000", "--size", "32", "--crops", "1", "--batch-size", "2",
                  "--max-seconds", "0.5", "--device", "cpu", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0

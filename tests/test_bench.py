@@ -100,9 +100,10 @@ def test_image_set_quality_figures_are_measured_as_documented():
     import torch.nn.functional as F
 
     import hf_fviz
-    from hf_fviz.engine.dual import RECIPES, dual_objective
+    from hf_fviz.api import dual_objective
     from hf_fviz.bench.imagesets import quality_imagesets
     from hf_fviz.engine.imagesets import penultimate_layer
+    from hf_fviz.settings import RECIPES
 
     gen = hf_fviz.load_model("org/tiny-resnet", device="cpu")
     judge = hf_fviz.load_model("org/tiny-mobilenetv2", device="cpu")

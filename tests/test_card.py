@@ -1,4 +1,4 @@
-"""Card text (tag insertion, section upsert), assets and section rendering of hf_fviz.card.
+"""Card text (tag insertion, section upsert), assets and section rendering of hf_fviz.output.card.
 
 The preservation and idempotence properties run over generated cards (hypothesis): any front
 matter layout, CRLF or LF, unicode, other tools' HTML comments, with and without a section.
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from hf_fviz.card import (
+from hf_fviz.output.card import (
     END,
     SPACE_URL,
     START,

@@ -8,7 +8,8 @@ import torch
 
 import hf_fviz
 from hf_fviz.engine import objectives as obj
-from hf_fviz.engine.methods import Visualization, visualize
+from hf_fviz.api import visualize
+from hf_fviz.results import Visualization
 from hf_fviz.engine.optimize import LoopSettings, model_score, optimize
 from hf_fviz.engine.param import MacoImage
 from hf_fviz.engine.transforms import CropSettings, RandomCrops

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from hf_fviz.api import build_spectrum
 from hf_fviz.engine import objectives as obj
 from hf_fviz.engine.param import FourierImage, MacoImage, PixelImage, standardize
 from hf_fviz.engine.spectrum import (
     COLOR_CORRELATION,
     DEFAULT_SPECTRUM,
-    build_spectrum,
     decorrelate,
     load_spectrum,
     periodic_rfft2,

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from hf_fviz import load_model
-from hf_fviz.exemplars import find_exemplars, save_exemplars, unit_values
-from hf_fviz.images import load_images
+from hf_fviz.exemplars import find_exemplars, unit_values
+from hf_fviz.hub.images import load_images
+from hf_fviz.output.exemplars import save_exemplars
 from tests.fixtures_datasets import TRAIN
 
 

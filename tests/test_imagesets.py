@@ -19,9 +19,10 @@ from PIL import Image
 import hf_fviz
 from hf_fviz import cli
 from hf_fviz.engine import imagesets as I
+from hf_fviz.output import imagesets as imageset_output
 from hf_fviz.engine.dual import PaperLoopSettings
 from hf_fviz.errors import BadImageSet, InvalidSettings
-from hf_fviz.images import SAMPLE_IMAGES, ImageSet, load_images
+from hf_fviz.hub.images import SAMPLE_IMAGES, ImageSet, load_images
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -133,9 +134,9 @@ def test_bad_images_one_clear_line(tmp_path, case, expected):
 def test_set_too_small_for_k(tmp_path, mobilenet):
     _write_photos(tmp_path / "three", 3)
     with pytest.raises(BadImageSet, match="at least 5 images"):
-        I.dual_objective(mobilenet, layer="blocks.2", images=tmp_path / "three", k=5, steps=1, size=64, crops=1)
+        hf_fviz.dual_objective(mobilenet, layer="blocks.2", images=tmp_path / "three", k=5, steps=1, size=64, crops=1)
     with pytest.raises(InvalidSettings, match="k must be"):
-        I.multifaceted(mobilenet, unit=1, images=tmp_path / "three", k=0, steps=1)
+        hf_fviz.multifaceted(mobilenet, unit=1, images=tmp_path / "three", k=0, steps=1)
 
 
 def test_cli_bad_input_exit_2(tmp_path, capsys):
@@ -193,7 +194,7 @@ def test_pca_matches_sklearn():
 
 # ---------------------------------------------------------------------------- methods
 def test_facets_mobilenet_distinct_and_raised(samples, mobilenet, tmp_path):
-    vis = I.multifaceted(mobilenet, unit="tabby cat", images=samples, k=3, steps=4, size=96, crops=1)
+    vis = hf_fviz.multifaceted(mobilenet, unit="tabby cat", images=samples, k=3, steps=4, size=96, crops=1)
     assert len(vis) == 3 and {v.extra["facet"] for v in vis} == {0, 1, 2}
     assert all(v.unit == 281 and v.layer == "logits" for v in vis)
     for v in vis:  # each facet's optimization raised the logit above its mean-image start
@@ -204,7 +205,7 @@ def test_facets_mobilenet_distinct_and_raised(samples, mobilenet, tmp_path):
     members = [set(v.extra["members"]) for v in vis]
     assert sum(len(m) for m in members) == len(set().union(*members)) == 8  # disjoint; top half of 15
     assert "skimage:chelsea" in set().union(*members)  # the cat photo ranks among the top for 'tabby cat'
-    path = I.save(vis, tmp_path / "facets", model=mobilenet, images=samples)
+    path = imageset_output.save(vis, tmp_path / "facets", model=mobilenet, images=samples)
     data = json.loads(path.read_text())
     assert data["method"] == "facets" and len({it["image"] for it in data["items"]}) == 3
     for item, v in zip(data["items"], vis):
@@ -212,7 +213,7 @@ def test_facets_mobilenet_distinct_and_raised(samples, mobilenet, tmp_path):
 
 
 def test_dual_images_match_their_cluster(samples, mobilenet, tmp_path):
-    vis = I.dual_objective(mobilenet, layer="blocks.3", images=samples, k=3, steps=10, size=96, crops=1)
+    vis = hf_fviz.dual_objective(mobilenet, layer="blocks.3", images=samples, k=3, steps=10, size=96, crops=1)
     assert len(vis) == 3
     own = [int(np.argmin(v.extra["distances"])) == v.extra["cluster"] for v in vis]
     assert sum(own) >= 2, [v.extra["distances"] for v in vis]
@@ -220,7 +221,7 @@ def test_dual_images_match_their_cluster(samples, mobilenet, tmp_path):
     assert every == sorted(samples.names)  # the clusters partition the set
     assert all(len(v.extra["top_channels"]) == 32 for v in vis)  # min(50, 64 // 2) on blocks.3
     assert all(v.history[-1] > v.history[0] for v in vis)  # the dual score rose
-    path = I.save(vis, tmp_path / "dual", model=mobilenet, images=samples)
+    path = imageset_output.save(vis, tmp_path / "dual", model=mobilenet, images=samples)
     data = json.loads(path.read_text())
     assert data["method"] == "dual" and data["settings"]["recipe"] == "maco"
     assert [it["members"] for it in data["items"]] == [v.extra["members"] for v in vis]
@@ -228,7 +229,7 @@ def test_dual_images_match_their_cluster(samples, mobilenet, tmp_path):
 
 
 def test_dual_paper_recipe_runs(samples, mobilenet):
-    vis = I.dual_objective(mobilenet, layer="blocks.3", images=samples.subset(range(6)), k=2, steps=6, size=64, crops=1, recipe="paper")
+    vis = hf_fviz.dual_objective(mobilenet, layer="blocks.3", images=samples.subset(range(6)), k=2, steps=6, size=64, crops=1, recipe="paper")
     assert all(v.settings.recipe == "paper" and v.settings.lr == 0.5 for v in vis)
     for v in vis:
         assert 0.0 <= v.image.min() and v.image.max() <= 1.0
@@ -265,7 +266,7 @@ def test_paper_optimizer_is_sgd_nesterov_with_linear_lr():
 
 def test_facets_on_vit_token_channel(tmp_path):
     model = hf_fviz.load_model("org/tiny-vit", device="cpu")
-    vis = I.multifaceted(model, layer="blocks.1", unit=5, images="samples", k=2, steps=8, size=64, crops=2)
+    vis = hf_fviz.multifaceted(model, layer="blocks.1", unit=5, images="samples", k=2, steps=8, size=64, crops=2)
     assert len(vis) == 2 and all(v.layer == "blocks.1" and v.unit == 5 for v in vis)
     assert all(v.extra["embedding_layer"] == "blocks.2" for v in vis)  # last token layer before logits
     for v in vis:

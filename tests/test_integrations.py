@@ -22,7 +22,7 @@ import torch
 from huggingface_hub import CommitInfo, HfApi
 from huggingface_hub.hf_api import RepoFile
 
-from hf_fviz.card import END, START, TAG
+from hf_fviz.output.card import END, START, TAG
 from hf_fviz.cli import main
 from hf_fviz.integrations import (
     COMMIT_MARKER,

@@ -21,7 +21,7 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, er
 from huggingface_hub.utils import httpx
 from PIL import Image
 
-from hf_fviz.card import END, SPACE_URL, START, TAG, publish, update_card
+from hf_fviz.output.card import END, SPACE_URL, START, TAG, publish, update_card
 from hf_fviz.cli import main
 from hf_fviz.errors import PublishError
 from tests.hub_cache import populate_cache
@@ -280,7 +280,7 @@ def test_cli_needs_exactly_one_destination(tmp_path: Path) -> None:
 def test_publish_a_real_visualize_output(tmp_path: Path) -> None:
     """The engine's own output folder (render.save of a tiny timm model) goes onto a card."""
     from hf_fviz import load_model, visualize
-    from hf_fviz.render import save
+    from hf_fviz.output.render import save
 
     model = load_model("org/tiny-resnet", device="cpu")
     vis = visualize(model, units=[0, 1], steps=2, size=32, crops=2)

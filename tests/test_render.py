@@ -10,7 +10,8 @@ from PIL import Image
 
 from hf_fviz import render
 from hf_fviz.cli import main
-from hf_fviz.engine.methods import Settings, Visualization, alpha_from_transparency
+from hf_fviz.results import Visualization, alpha_from_transparency
+from hf_fviz.settings import Settings
 
 
 def _vis(unit: int | None = 3, layer: str = "logits", label: str = "tabby cat", seed: int = 0) -> Visualization:

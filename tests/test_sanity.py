@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hf_fviz import load_model
-from hf_fviz.engine.methods import visualize
+from hf_fviz.api import visualize
 from hf_fviz.exemplars import find_exemplars, with_exemplars
 from hf_fviz.sanity import path_layers, sanity_check
 
@@ -47,7 +47,7 @@ def test_score_separates_a_visualization_from_unrelated_images(mobilenet):
 def test_with_exemplars_fills_the_manifest_fields(mobilenet, tmp_path):
     import json
 
-    from hf_fviz.render import save
+    from hf_fviz.output.render import save
 
     vis = visualize(mobilenet, layer="blocks.2", units=[0, 5], steps=2, size=96, crops=2)
     with_exemplars(mobilenet, vis, "samples", top=3)

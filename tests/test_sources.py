@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from hf_fviz.errors import BadImageSet
-from hf_fviz.images import load_images
-from hf_fviz.sources import describe, is_hub_dataset, iter_source, load_source
+from hf_fviz.hub.images import load_images
+from hf_fviz.hub.sources import describe, is_hub_dataset, iter_source, load_source
 from tests.fixtures_datasets import TEST, TRAIN
 
 

@@ -468,7 +468,7 @@ def test_every_endpoint_names_itself_and_its_visibility(app, caps):
 
 def test_image_methods_are_offered_only_when_importable(app, monkeypatch):
     import hf_fviz
-    from hf_fviz.engine import imagesets
+    from hf_fviz import api as imagesets
 
     assert hf_fviz.multifaceted is imagesets.multifaceted and hf_fviz.dual_objective is imagesets.dual_objective
     assert [v for _, v in app.available_methods()] == ["maco", "fourier", "pixel", "facets", "dual"]

@@ -51,7 +51,7 @@ def test_insertion_rewards_a_map_that_points_at_the_object():
     cat's quadrant first beats random order, which beats revealing the grey first."""
     from types import SimpleNamespace
 
-    from hf_fviz.images import load_images
+    from hf_fviz.hub.images import load_images
 
     model = load_model("builtin:mobilenetv2", device="cpu")
     photo = load_images("samples", size=(112, 112))

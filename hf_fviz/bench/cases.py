@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..engine.methods import auto_batch_size, visualize
+from ..api import visualize
+from ..engine.methods import auto_batch_size
 from .horama import HoramaSettings, LoadedPair, horama_objective, run_horama
 
 CASES = ("a", "b", "c", "d", "e")

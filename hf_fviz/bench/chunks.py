@@ -18,10 +18,12 @@ from typing import Any
 
 import torch
 
+from ..api import visualize
 from ..engine import chunking
-from ..engine.methods import DEFAULT_CROPS, DEFAULT_SIZE, auto_batch_size, visualize
+from ..engine.methods import auto_batch_size
 from ..hub import load_model
 from ..loadcheck import LoadMonitor, MachineLoad
+from ..settings import DEFAULT_CROPS, DEFAULT_SIZE
 from .cases import SIXTEEN_CLASSES as UNITS16
 from .common import Log
 SETTINGS = {"horama": (1280, 6), "ours": (DEFAULT_SIZE, DEFAULT_CROPS)}  # canvas, crops

@@ -168,7 +168,7 @@ class _LogitsModule(nn.Module):
 def rgb_uint8_from_model_space(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """A horama image (3, S, S) in the model's normalized space -> displayed RGB uint8 (S, S, 3),
     through the same display step as ours (de-normalize, percentile clip, min-max)."""
-    from ..render import display_image, to_uint8
+    from ..output.render import display_image, to_uint8
 
     x01 = image.float() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
     return to_uint8(display_image(x01.permute(1, 2, 0).numpy()))

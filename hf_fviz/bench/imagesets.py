@@ -1,6 +1,5 @@
-"""The image-set methods' figures of `hf-fviz bench quality`: facet distinctness (against plain
-MACO runs with different seeds) and dual-objective cluster matching (MACO against the paper's
-recipe), judged by a network that takes no part in the optimizations."""
+"""`hf-fviz bench quality`'s figures for the image-set methods (facet distinctness, dual-objective
+cluster matching), measured through the public API. A benchmark: it may import anything."""
 
 from __future__ import annotations
 
@@ -13,13 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine.dual import RECIPES, dual_objective
-from ..engine.facets import multifaceted
 from ..engine.imageset_common import penultimate_layer, pooled_features
-from ..engine.methods import visualize
-from ..hub import load_model
+from ..hub import as_vision_model
+from ..hub.images import ImagesSpec, load_images
 from ..hub.vision_model import VisionModel
-from ..images import ImagesSpec, load_images
+from ..settings import RECIPES
 
 
 @dataclass
@@ -83,8 +80,10 @@ def quality_imagesets(
     """Measure facet distinctness (vs plain MACO seeds) and dual-objective cluster matching (MACO
     vs the paper recipe); prints the table through `log` and returns the figures. The judge
     (default EfficientNet-Lite0) is never used in the optimizations."""
-    gen = model if isinstance(model, VisionModel) else load_model(model, device=device)
-    jdg = judge if isinstance(judge, VisionModel) else load_model(judge, device=device)
+    from ..api import dual_objective, multifaceted, visualize
+
+    gen = as_vision_model(model, device=device)
+    jdg = as_vision_model(judge, device=device)
     imgs = load_images(images, model=gen)
     report = ImagesetQuality(settings={"model": gen.id, "judge": jdg.id, "images": imgs.source, "k": k, "steps": steps,
                                        "size": size, "crops": crops, "classes": list(classes), "dual_layer": dual_layer})
@@ -119,3 +118,6 @@ def quality_imagesets(
     if log:
         log(report.table())
     return report
+
+
+__all__ = ["quality_imagesets", "ImagesetQuality"]

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..engine.methods import DEFAULT_CROPS, DEFAULT_SIZE, DEFAULT_STEPS, visualize
+from ..api import visualize
 from ..errors import InvalidSettings
 from ..hub import load_model
-from ..render import rgb_image
+from ..output.render import rgb_image
+from ..settings import DEFAULT_CROPS, DEFAULT_SIZE, DEFAULT_STEPS
 from . import imagesets
 from .common import Log
 from .horama import HoramaSettings, rgb_uint8_from_model_space, run_horama

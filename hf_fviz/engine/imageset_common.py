@@ -1,5 +1,6 @@
-"""What the two image-set methods (`dual`, `facets`) share: pooled features of an image set,
-argument checks, start canvases, the settings' manifest form and the `Visualization` rows.
+"""What the two image-set methods (`dual`, `facets`) share: the image set they take (`ImageBatch`,
+loaded by the caller: the engine reads no files), pooled features, start canvases and the
+`Visualization` rows.
 
 Kept apart from `imagesets` (the public entry module) so that `dual` and `facets` can import it
 while `imagesets` imports them: no import cycle.
@@ -7,11 +8,9 @@ while `imagesets` imports them: no import cycle.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -19,20 +18,26 @@ import torch.nn.functional as F
 from ..errors import InvalidSettings
 from ..hub.vision_model import Layer, VisionModel
 from . import objectives as obj
-from .methods import LIMITS, Visualization, from_result
+from ..results import Visualization
+from ..settings import Settings
+from .methods import from_result
+from .objectives import pool
 
-DEFAULT_STEPS = 160
-DEFAULT_SIZE = 256
-DEFAULT_CROPS = 4
 
+class ImageBatch(Protocol):
+    """The image set an image-set method takes (`hub.images.ImageSet` is one): names, pixels."""
 
-def pool(act: torch.Tensor, info: Layer) -> torch.Tensor:
-    """Canonical activations -> one vector per row: conv spatial mean, patch-token mean, logits."""
-    if info.kind == "conv":
-        return act.float().mean(dim=(-2, -1))
-    if info.kind == "tokens":
-        return act[:, info.prefix_tokens :, :].float().mean(dim=1)
-    return act.float()
+    names: list[str]
+
+    def __len__(self) -> int: ...
+
+    def float01(self, index: Any = None) -> torch.Tensor:
+        """(N, 3, H, W) float32 in [0, 1] at the model input size (rows `index`, default all)."""
+        ...
+
+    def require(self, k: int, *, what: str) -> None:
+        """Raise `BadImageSet` unless the set has at least k images."""
+        ...
 
 
 @torch.no_grad()
@@ -66,43 +71,6 @@ def penultimate_layer(model: VisionModel) -> Layer:
     return layers[-1]
 
 
-class ManifestSettings:
-    """`to_manifest` of the image-set settings dataclasses: their fields, `crop_scale` as a JSON list."""
-
-    crop_scale: tuple[float, float]
-
-    def to_manifest(self) -> dict[str, Any]:
-        out = asdict(self)  # type: ignore[call-overload]
-        out["crop_scale"] = list(self.crop_scale)
-        return out
-
-
-def _check_common(*, k: int, steps: int, size: int, crops: int, lr: float | None, nearest: int) -> None:
-    for name, value, (lo, hi) in (
-        ("k", k, (1, 256)),
-        ("steps", steps, LIMITS["steps"]),
-        ("size", size, LIMITS["size"]),
-        ("crops", crops, LIMITS["crops"]),
-        ("nearest", nearest, (1, 10000)),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise InvalidSettings(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
-    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise InvalidSettings(f"lr must be a positive number, got {lr!r}")
-
-
-def _model(model: VisionModel | str, device: str | torch.device | None) -> VisionModel:
-    if isinstance(model, str):
-        from ..hub import load_model
-
-        return load_model(model, device=device or "auto")
-    if device is not None:
-        from ..hub import resolve_device
-
-        model.to(resolve_device(device))
-    return model
-
-
 def _canvas(images01: torch.Tensor, size: int) -> torch.Tensor:
     """Start images (N, 3, h, w) at the model input size -> (N, 3, size, size) canvases."""
     if images01.shape[-2:] == (size, size):
@@ -111,7 +79,7 @@ def _canvas(images01: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _visualizations(
-    result: Any, rows: Sequence[dict[str, Any]], *, method: str, settings: Any, model: VisionModel, started: float
+    result: Any, rows: Sequence[dict[str, Any]], *, method: str, settings: Settings, model: VisionModel, started: float
 ) -> list[Visualization]:
     """One `Visualization` per row of the run's result; `seconds` counts the whole call since
     `started` (clustering included), and the whole set is one chunk."""

@@ -311,6 +311,65 @@ class Text(Objective):
 
 
 # ---------------------------------------------------------------------------- constructors
+def pool(act: torch.Tensor, info: Layer) -> torch.Tensor:
+    """Canonical activations -> one vector per row: conv spatial mean, patch-token mean, logits."""
+    if info.kind == "conv":
+        return act.float().mean(dim=(-2, -1))
+    if info.kind == "tokens":
+        return act[:, info.prefix_tokens :, :].float().mean(dim=1)
+    return act.float()
+
+
+def charbonnier(x: torch.Tensor) -> torch.Tensor:
+    """ρ(x) = √(x² + 1) − 1: Barron's adaptive loss at its defaults (α = 1, c = 1)."""
+    return torch.sqrt(x * x + 1.0) - 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class PooledDistance(_Leaf):
+    """Mean Charbonnier distance between the layer's pooled activations, divided by `scale`, and a
+    `target` vector (the dual objective's distance term: give it a negative weight)."""
+
+    layer: str
+    target: torch.Tensor  # (C,)
+    scale: float
+
+    def structure(self) -> tuple[Any, ...]:
+        return ("pooled_distance", self.layer, self.scale)
+
+    def params(self) -> list[torch.Tensor]:
+        return [self.target]
+
+    def evaluate(self, acts: Acts, info: Mapping[str, Layer], params: Iterator[torch.Tensor]) -> torch.Tensor:
+        u = pool(acts[self.layer], info[self.layer]).float() / self.scale
+        t = next(params).to(u.device)
+        return charbonnier(u - t).mean(dim=1)
+
+
+@dataclass(frozen=True, eq=False)
+class PooledMatch(_Leaf):
+    """The pooled activations' (÷ `scale`) dot product with `target` on the channels of `top`,
+    divided by the target's own: 1.0 when the image matches the target there (the dual
+    objective's activation term)."""
+
+    layer: str
+    target: torch.Tensor  # (C,)
+    top: torch.Tensor  # (C,) bool
+    scale: float
+
+    def structure(self) -> tuple[Any, ...]:
+        return ("pooled_match", self.layer, self.scale)
+
+    def params(self) -> list[torch.Tensor]:
+        return [self.target, self.top]
+
+    def evaluate(self, acts: Acts, info: Mapping[str, Layer], params: Iterator[torch.Tensor]) -> torch.Tensor:
+        u = pool(acts[self.layer], info[self.layer]).float() / self.scale
+        t = next(params).to(u.device)
+        mask = next(params).to(u.device).float()
+        return (u * t * mask).sum(dim=1) / (t * t * mask).sum(dim=1).clamp_min(1e-12)
+
+
 def channel(layer: str, unit: int) -> Objective:
     """Mean activation of channel `unit` of `layer` (patch tokens only on token layers)."""
     return Channel(layer, int(unit))
@@ -346,6 +405,13 @@ def text(prompt: str) -> Objective:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidSettings("a text objective needs a non-empty text")
     return Text(prompt.strip())
+
+
+def dual(layer: str, target: torch.Tensor, top: torch.Tensor, scale: float, *, distance_weight: float,
+         activation_weight: float) -> Objective:
+    """The dual objective of one cluster (The Mind's Eye; engine/dual.py): excite the target's
+    top channels, stay close to the target: w_a · match − w_d · distance."""
+    return activation_weight * PooledMatch(layer, target, top, scale) - distance_weight * PooledDistance(layer, target, scale)
 
 
 def for_unit(layer: Layer | str, unit: int) -> Objective:

@@ -14,7 +14,7 @@ normalization is applied afterwards by the loop. The FFT work runs in float32 (n
   of noise (the image-set methods start each image from its cluster's mean image).
 
 While optimizing, MACO and Fourier render only the frequencies the crops can see (`render_size`,
-set by `visualize` from the smallest crop): at a 1280 px canvas that skips most of the FFT work.
+given by the loop setup from the smallest crop, `engine.run`): at a 1280 px canvas that skips most of the FFT work.
 
 Standardization is per image, so a batch of N images behaves exactly like N separate runs.
 Seeds: `seeds[i]` fixes image i's initial parameters (the same seed gives the same start for any
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..settings import DEFAULT_LR, IMAGESET_LR
 from .spectrum import decorrelate, load_spectrum, recorrelate
 
 EPS = 1e-4  # standardize eps of the authors' PyTorch code
@@ -80,13 +81,13 @@ class ImageParam(nn.Module):
     name = "base"
     default_lr = 1.0
 
-    def __init__(self, n: int, size: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, n: int, size: int, device: torch.device | str = "cpu", *, render_size: int | None = None) -> None:
         super().__init__()
         self.n, self.size, self.device = n, size, torch.device(device)
         # Spectral parametrizations render at `render_size` (< size) while training: the crops
         # never see finer detail than that, so the high frequencies are skipped (see
         # `low_band`); the final image (eval mode) is always rendered at `size`.
-        self.render_size: int | None = None
+        self.render_size: int | None = render_size
 
     def _side(self) -> int:
         if self.training and self.render_size is not None and self.render_size < self.size:
@@ -110,7 +111,7 @@ class MacoImage(ImageParam):
     """
 
     name = "maco"
-    default_lr = 0.3
+    default_lr = DEFAULT_LR["maco"]
     phase_scale = math.pi
 
     def __init__(
@@ -122,8 +123,9 @@ class MacoImage(ImageParam):
         spectrum: str | None = None,
         magnitude: torch.Tensor | None = None,
         device: torch.device | str = "cpu",
+        render_size: int | None = None,
     ) -> None:
-        super().__init__(n, size, device)
+        super().__init__(n, size, device, render_size=render_size)
         seeds = list(seeds) if seeds is not None else [0] * n
         mag = magnitude if magnitude is not None else load_spectrum(spectrum, size=size)
         self.register_buffer("magnitude", mag.to(self.device, torch.float32))
@@ -162,12 +164,13 @@ class FourierImage(ImageParam):
     baseline settings: init N(0, 1), standardize, decay 1.5, NAdam lr 1.0."""
 
     name = "fourier"
-    default_lr = 1.0
+    default_lr = DEFAULT_LR["fourier"]
 
     def __init__(
-        self, n: int, size: int, *, seeds: Sequence[int] | None = None, decay: float = 1.5, device: torch.device | str = "cpu"
+        self, n: int, size: int, *, seeds: Sequence[int] | None = None, decay: float = 1.5, device: torch.device | str = "cpu",
+        render_size: int | None = None,
     ) -> None:
-        super().__init__(n, size, device)
+        super().__init__(n, size, device, render_size=render_size)
         seeds = list(seeds) if seeds is not None else [0] * n
         self.register_buffer("scale", fourier_scale(size, decay).to(self.device))
         self.spectrum = nn.Parameter(_randn((3, size, size // 2 + 1, 2), seeds, self.device))
@@ -185,7 +188,7 @@ class PixelImage(ImageParam):
     """Free pixels: sigmoid(p), p init N(0, 0.01) (grey). Adam-style lr 0.05."""
 
     name = "pixel"
-    default_lr = 0.05
+    default_lr = DEFAULT_LR["pixel"]
 
     def __init__(self, n: int, size: int, *, seeds: Sequence[int] | None = None, device: torch.device | str = "cpu") -> None:
         super().__init__(n, size, device)
@@ -200,13 +203,15 @@ PARAMETRIZATIONS: dict[str, type[ImageParam]] = {"maco": MacoImage, "fourier": F
 
 
 def make_param(
-    method: str, n: int, size: int, *, seeds: Sequence[int], spectrum: str | None = None, device: torch.device | str = "cpu"
+    method: str, n: int, size: int, *, seeds: Sequence[int], spectrum: str | None = None, device: torch.device | str = "cpu",
+    render_size: int | None = None,
 ) -> ImageParam:
-    """Build the parametrization of a method name ('maco', 'fourier', 'pixel')."""
+    """Build the parametrization of a method name ('maco', 'fourier', 'pixel'); `render_size`:
+    the side the spectral ones render at while training (None: the full `size`)."""
     if method == "maco":
-        return MacoImage(n, size, seeds=seeds, spectrum=spectrum, device=device)
+        return MacoImage(n, size, seeds=seeds, spectrum=spectrum, device=device, render_size=render_size)
     if method == "fourier":
-        return FourierImage(n, size, seeds=seeds, device=device)
+        return FourierImage(n, size, seeds=seeds, device=device, render_size=render_size)
     if method == "pixel":
         return PixelImage(n, size, seeds=seeds, device=device)
     raise ValueError(f"unknown parametrization {method!r}")
@@ -246,7 +251,7 @@ class ImageMaco(ImageParam):
     """
 
     name = "maco"
-    default_lr = 0.2
+    default_lr = IMAGESET_LR[("facets", "maco")]
 
     def __init__(
         self,
@@ -275,7 +280,7 @@ class ImagePixels(ImageParam):
     """Free pixels through a sigmoid, started from images (the authors' mean-image start)."""
 
     name = "pixel"
-    default_lr = 0.05
+    default_lr = IMAGESET_LR[("facets", "pixel")]
 
     def __init__(self, init01: torch.Tensor, *, grad_mask: torch.Tensor | None = None, device: torch.device | str = "cpu") -> None:
         n, _, size, _ = init01.shape
@@ -307,7 +312,7 @@ class PaperPixels(ImageParam):
     linearly over `steps` forward passes (one per loop step)."""
 
     name = "pixel"
-    default_lr = 0.5
+    default_lr = IMAGESET_LR[("dual", "paper")]
 
     def __init__(
         self,

@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from ..errors import BadImageSet, InvalidSettings
 
 DEFAULT_SPECTRUM = Path(__file__).with_name("spectrum_natural.npy")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 # Lucid's "color_correlation_svd_sqrt": the square root of ImageNet's RGB covariance. A pixel
 # (row vector) in decorrelated space maps to RGB as `x_rgb = x_dec @ COLOR_CORRELATION`.
@@ -158,38 +157,6 @@ def spectrum_from_images(
     for batch in random_crops(images, crops=crops, size=size, generator=gen):
         total += periodic_rfft2(decorrelate(batch)).abs().sum(0).double()
     return (total / crops).float()
-
-
-def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
-    """One RGB image file -> (3, H, W) float32 in [0, 1]. An unreadable file or one above
-    `images.MAX_PIXELS` (a decompression bomb, refused before it is decoded) raises `BadImageSet`;
-    a damaged one raises OSError while decoding."""
-    from ..images import open_image
-
-    with open_image(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
-def build_spectrum(
-    image_dir: str | os.PathLike[str], *, crops: int = 2000, size: int = 512, seed: int = 0
-) -> tuple[np.ndarray, SpectrumProvenance]:
-    """Build a spectrum from every image in a folder (recursively); returns (array, provenance)."""
-    root = Path(image_dir)
-    if not root.is_dir():
-        raise BadImageSet(f"{root} is not a folder of images")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    images = []
-    for f in files:
-        try:
-            images.append(read_image(f))
-        except (OSError, BadImageSet):
-            continue  # unreadable file: skip, the count below says how many were used
-    if not images:
-        raise BadImageSet(f"no readable images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
-    spec = spectrum_from_images(images, crops=crops, size=size, seed=seed)
-    prov = SpectrumProvenance(images=len(images), crops=crops, size=size, sources=(str(root),))
-    return spec.numpy(), prov
 
 
 def save_spectrum(spectrum: np.ndarray | torch.Tensor, path: str | os.PathLike[str], *, half: bool = False) -> Path:

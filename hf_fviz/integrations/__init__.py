@@ -32,7 +32,7 @@ _EXPORTS = {
     "visualize_and_publish": "to_card",
     "FeatureVisualizationCallback": "trainer",
     **{name: "webhook" for name in (
-        "AutoSettings", "CPU_CAPS", "Commit", "DEFAULT_TAGS", "Decision", "HandledStore", "JobResult", "MODEL_FILES",
+        "AutoSettings", "Commit", "DEFAULT_TAGS", "Decision", "HandledStore", "JobResult", "MODEL_FILES",
         "STATE_FILE", "WEBHOOK_PATH", "WatchConfig", "WebhookApp", "Watcher", "changed_files", "default_state_dir",
         "is_model_file", "launch_with_webhooks", "make_webhooks_server", "read_commit",
     )},

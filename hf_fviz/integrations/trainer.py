@@ -8,33 +8,15 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from transformers import TrainerCallback
 
 from ..errors import InvalidSettings, PublishError
-from .to_card import COMMIT_MARKER, visualize_and_publish, visualize_kwargs
+from ..settings import Settings
+from .to_card import COMMIT_MARKER, job_settings, visualize_and_publish
 
 logger = logging.getLogger("hf_fviz.watch")
-
-
-@dataclass
-class _CallbackConfig:
-    layer: str | None
-    units: Sequence[int] | None
-    classes: Sequence[str | int] | None
-    method: str
-    steps: int
-    size: int
-    crops: int
-    seed: int
-    repo_id: str | None
-    local_dir: str | os.PathLike[str] | None
-    create_pr: bool
-    token: str | None
-    on_save: bool
-    on_train_end: bool
 
 
 class FeatureVisualizationCallback(TrainerCallback):
@@ -48,6 +30,9 @@ class FeatureVisualizationCallback(TrainerCallback):
     Note: `trainer.push_to_hub()` rewrites `output_dir/README.md` from its training summary
     (the images stay); publish after it with `visualize_and_publish(output_dir, repo_id=...)`
     when you push that way.
+
+    `settings` (default: the CPU_JOB profile's: 64 steps at 224 px, 4 crops) with `options`
+    (`steps=`, `size=`, `crops=`, `method=`, `seed=`, ...) on top, checked here, before training.
     """
 
     def __init__(
@@ -56,30 +41,27 @@ class FeatureVisualizationCallback(TrainerCallback):
         layer: str | None = None,
         units: Sequence[int] | None = None,
         classes: Sequence[str | int] | None = None,
-        method: str = "maco",
-        steps: int = 64,
-        size: int = 224,
-        crops: int = 4,
-        seed: int = 0,
+        settings: Settings | None = None,
         repo_id: str | None = None,
         local_dir: str | os.PathLike[str] | None = None,
         create_pr: bool = False,
         token: str | None = None,
         on_save: bool = True,
         on_train_end: bool = True,
+        **options: Any,
     ) -> None:
-        from ..engine.methods import validate
-
-        validate(method=method, steps=steps, size=size, crops=crops, lr=None)
         if units is not None and classes is not None:
             raise InvalidSettings("give units or classes, not both")
         if create_pr and local_dir is not None:
             raise InvalidSettings("give local_dir (write into a folder) or create_pr=True (open a pull request), not both")
-        self.config = _CallbackConfig(layer, units, classes, method, steps, size, crops, seed, repo_id, local_dir, create_pr, token, on_save, on_train_end)  # type: ignore[arg-type]
+        self.settings = job_settings(settings, options)
+        self.targets = {"layer": layer, "units": units, "classes": classes}
+        self.repo_id, self.local_dir, self.create_pr, self.token = repo_id, local_dir, create_pr, token
+        self.on_save_enabled, self.on_train_end_enabled = on_save, on_train_end
         self.results: list[Any] = []
 
     def _repo_id(self, args: Any) -> str:
-        repo = self.config.repo_id or getattr(args, "hub_model_id", None)
+        repo = self.repo_id or getattr(args, "hub_model_id", None)
         if not repo or "/" not in repo:
             raise PublishError(
                 "FeatureVisualizationCallback needs the card's repo id: pass repo_id='org/name' "
@@ -88,35 +70,35 @@ class FeatureVisualizationCallback(TrainerCallback):
         return repo
 
     def _local_dir(self, args: Any) -> str | os.PathLike[str] | None:
-        if self.config.create_pr:
+        if self.create_pr:
             return None
-        return self.config.local_dir if self.config.local_dir is not None else args.output_dir
+        return self.local_dir if self.local_dir is not None else args.output_dir
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._repo_id(args)  # a missing repo id fails before training, not after it
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.config.on_save and getattr(args, "push_to_hub", False) and state.is_world_process_zero:
+        if self.on_save_enabled and getattr(args, "push_to_hub", False) and state.is_world_process_zero:
             self._run(args, kwargs)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.config.on_train_end and state.is_world_process_zero:
+        if self.on_train_end_enabled and state.is_world_process_zero:
             self._run(args, kwargs)
 
     def _run(self, args: Any, kwargs: dict[str, Any]) -> None:
         model = kwargs.get("model")
         if model is None:
             raise PublishError("the Trainer passed no model to FeatureVisualizationCallback")
-        c = self.config
         device = "cpu" if getattr(args, "use_cpu", False) else "auto"
         start = time.perf_counter()
         result = visualize_and_publish(
             model,
             repo_id=self._repo_id(args),
-            **visualize_kwargs(c),
+            **self.targets,
+            settings=self.settings,
             local_dir=self._local_dir(args),
-            create_pr=c.create_pr,
-            token=c.token,
+            create_pr=self.create_pr,
+            token=self.token,
             commit_message=f"{COMMIT_MARKER} Feature visualizations after training",
             processor=kwargs.get("processing_class"),
             device=device,

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FvizError, InvalidSettings
-from .to_card import COMMIT_MARKER, visualize_and_publish, visualize_kwargs
+from ..settings import CPU_JOB, Profile, Settings
+from .to_card import COMMIT_MARKER, visualize_and_publish
 
 logger = logging.getLogger("hf_fviz.watch")
 
@@ -43,36 +44,29 @@ MODEL_FILES = (
     "config.json",
     "preprocessor_config.json",
 )
-# What a job on a CPU Space may ask for at most (a watcher on a GPU box can raise them).
-CPU_CAPS = {"units": 16, "steps": 256, "size": 512, "crops": 8}
 
 
 # ---------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class AutoSettings:
-    """What an automatic job visualizes: `units` first classes (or first channels of `layer`,
-    default the model's last layer) with small settings that finish in minutes on a CPU."""
+@dataclass(frozen=True, kw_only=True)
+class AutoSettings(Settings):
+    """What an automatic job visualizes: the first `units` classes (or first channels of `layer`,
+    default the model's last layer), with the CPU_JOB profile's defaults, which finish in minutes
+    on a CPU. The run settings are the library's `Settings`; this adds only the targets."""
 
     layer: str | None = None
-    units: int = 4
-    method: str = "maco"
-    steps: int = 64
-    size: int = 224
-    crops: int = 4
-    seed: int = 0
+    units: int = CPU_JOB.default_units
+    steps: int = CPU_JOB.default_steps
+    size: int = CPU_JOB.default_size
+    crops: int = CPU_JOB.default_crops
 
-    def check(self, caps: dict[str, int] | None = CPU_CAPS) -> "AutoSettings":
-        """Raise `InvalidSettings` for a value out of range (and above `caps` when given)."""
-        from ..engine.methods import validate
-
-        validate(method=self.method, steps=self.steps, size=self.size, crops=self.crops, lr=None)
-        if not isinstance(self.units, int) or self.units < 1:
+    def _check(self) -> None:
+        super()._check()
+        if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units < 1:
             raise InvalidSettings(f"units must be a positive integer, got {self.units!r}")
-        for name, cap in (caps or {}).items():
-            value = getattr(self, name)
-            if value > cap:
-                raise InvalidSettings(f"{name}={value} is above the limit of {cap} for automatic jobs")
-        return self
+
+    def run_settings(self) -> Settings:
+        """The run's `Settings`, without the targets."""
+        return Settings(**{name: getattr(self, name) for name in Settings.field_names()})
 
 
 @dataclass(frozen=True)
@@ -91,7 +85,7 @@ class WatchConfig:
     state_dir: Path = field(default_factory=lambda: default_state_dir())
     token: str | None = None
     settings: AutoSettings = AutoSettings()
-    caps: dict[str, int] | None = field(default_factory=lambda: dict(CPU_CAPS))
+    profile: Profile | None = CPU_JOB  # the caps of a job; None lifts them (a GPU host)
     path: str = WEBHOOK_PATH
     allow_no_secret: bool = False
 
@@ -103,7 +97,10 @@ class WatchConfig:
             raise InvalidSettings("the webhook needs a secret: pass --secret or set WEBHOOK_SECRET (the same value as on huggingface.co/settings/webhooks)")
         if self.secret and not self.secret.isascii():
             raise InvalidSettings("the webhook secret must be ASCII (the hub sends it in an HTTP header)")
-        self.settings.check(self.caps)
+        if self.profile is None:
+            self.settings.check()
+        else:
+            self.profile.check(self.settings, units=self.settings.units)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "WatchConfig":
@@ -126,7 +123,7 @@ class WatchConfig:
                 except ValueError:
                     raise InvalidSettings(f"HF_FVIZ_WATCH_{name.upper()} must be an integer, got {raw!r}") from None
         if numbers:
-            kwargs["settings"] = replace(AutoSettings(), **numbers)
+            kwargs["settings"] = AutoSettings(**numbers)
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -370,10 +367,13 @@ class Watcher:
                 shown = ", ".join(sorted(changed)[:5]) or "nothing"
                 return JobResult(commit, "skipped", f"no model file changed ({shown})")
         message = f"{COMMIT_MARKER} Feature visualizations for {commit.sha[:12]}"
+        job = self.config.settings
         result = visualize_and_publish(
             f"{commit.repo_id}@{commit.sha}",
             repo_id=commit.repo_id,
-            **visualize_kwargs(self.config.settings),
+            layer=job.layer,
+            units=job.units,
+            settings=job.run_settings(),
             create_pr=True,
             token=self.config.token,
             commit_message=message,

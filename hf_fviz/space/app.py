@@ -23,9 +23,11 @@ import gradio as gr
 
 import hf_fviz  # noqa: F401  (tests patch hf_fviz.visualize through this name)
 
-from .cardview import _asset_path, card_images, card_section  # noqa: F401
+from hf_fviz.hub.size import hub_parameter_count, is_hub_id  # noqa: F401
+
+from .cardview import _asset_path, card_images  # noqa: F401
 from .layout import CSS, build_demo
-from .models import ModelStore, hub_parameter_count, is_hub_id  # noqa: F401
+from .models import ModelStore  # noqa: F401
 from .run_request import RunRequest, available_methods, make_request, parse_units  # noqa: F401
 from .runs import RunResult, Tick, finish_run, optimize_stream, run_blocking  # noqa: F401
 from .settings import Caps, friendly, workdir  # noqa: F401

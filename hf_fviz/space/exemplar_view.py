@@ -4,7 +4,6 @@ score (`hf_fviz.exemplars.with_exemplars`, `hf_fviz.sanity`): synthetic images a
 the pairing with real images and the check are what make them trustworthy."""
 
 import html
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,7 +13,8 @@ from typing import Any
 import gradio as gr
 
 from hf_fviz.exemplars import with_exemplars
-from hf_fviz.sources import is_hub_dataset
+from hf_fviz.hub.sources import is_hub_dataset
+from hf_fviz.output.manifest import Item, Manifest
 
 SAMPLES = "samples"
 SOURCE_HINT = "`samples` (hf_fviz's bundled photos) or a hub dataset ID `org/name`; empty: off"
@@ -64,20 +64,20 @@ def _sanity_caption(sanity: dict[str, Any] | None) -> str:
     return f"sanity {sanity['score']:.2f}" + (" ⚠ flagged" if sanity.get("flag") else "")
 
 
-def sanity_table(items: Sequence[dict[str, Any]]) -> str:
+def sanity_table(items: Sequence[Item]) -> str:
     """Markdown: one row per unit with its sanity score, flag and closeness figures."""
-    source = next((e["source"] for it in items for e in it["exemplars"]), "")
+    source = next((e["source"] for it in items for e in it.exemplars or []), "")
     lines = [f"**Natural exemplars** from {html.escape(source)} beside each visualization (crops around the most active "
              "position), and the **sanity check**: the share of random images of the source that the network processes "
              "less like the unit's exemplars than the visualization (about 0.5 for a typical image; flagged below 0.5: "
              "the visualization reaches the unit along a path of its own).", "",
              "| unit | sanity score | flagged | closeness: visualization / random / exemplars |", "|---|---|---|---|"]
     for it in items:
-        s = it.get("sanity")
+        s = it.sanity
         figures = f"{s['visualization']:.3f} / {s['random']:.3f} / {s['exemplars']:.3f}" if s else "-"
         score = f"{s['score']:.2f}" if s else "-"
         flag = ("yes ⚠" if s["flag"] else "no") if s else "-"
-        lines.append(f"| {html.escape(str(it.get('label') or it.get('unit')))} | {score} | {flag} | {figures} |")
+        lines.append(f"| {html.escape(str(it.label or it.unit))} | {score} | {flag} | {figures} |")
     return "\n".join(lines)
 
 
@@ -85,16 +85,15 @@ def exemplar_view(last: dict[str, Any] | None) -> tuple[Any, Any]:
     """The exemplar gallery (one row per unit: its visualization, then its exemplars) and the
     sanity table of the last run, from its output folder; hidden when the run had no exemplars."""
     folder = Path(last["folder"]) if last and last.get("folder") else None
-    manifest = folder / "manifest.json" if folder else None
-    items = json.loads(manifest.read_text(encoding="utf-8"))["items"] if manifest and manifest.is_file() else []
-    shown = [it for it in items if it.get("exemplars")]
+    items = Manifest.read(folder).items if folder and (folder / "manifest.json").is_file() else []
+    shown = [it for it in items if it.exemplars and it.image]
     if not shown:
         return hide_exemplars()
     entries: list[tuple[str, str]] = []
     for it in shown:
-        entries.append((str(folder / it["image"]), f"{it.get('label') or it.get('unit')} · {_sanity_caption(it.get('sanity'))}"))
-        entries += [(str(folder / (ex.get("crop") or ex["image"])), f"{ex['name']} · {ex['activation']:.3g}") for ex in it["exemplars"]]
-    columns = 1 + max(len(it["exemplars"]) for it in shown)
+        entries.append((str(folder / it.image), f"{it.label or it.unit} · {_sanity_caption(it.sanity)}"))
+        entries += [(str(folder / (ex.get("crop") or ex["image"])), f"{ex['name']} · {ex['activation']:.3g}") for ex in it.exemplars]
+    columns = 1 + max(len(it.exemplars) for it in shown)
     return gr.update(value=entries, columns=columns, visible=True), gr.update(value=sanity_table(shown), visible=True)
 
 

@@ -8,10 +8,12 @@ from typing import Any
 
 import gradio as gr
 
+from hf_fviz.hub.size import is_hub_id, parameter_count
+
 from .cardview import card_images
 from .exemplar_view import DEFAULT_TOP, MAX_TOP, MIN_TOP, SOURCE_HINT, add_exemplars, exemplar_request, exemplar_view, hide_exemplars
 from .mcp_tools import add_tools
-from .models import ModelStore, is_hub_id
+from .models import ModelStore
 from .run_request import IMAGE_METHODS, METHOD_LABELS, available_methods, make_request
 from .runs import Tick, finish_run, optimize_stream, run_blocking
 from .settings import DEFAULT_MODEL, EXAMPLES, LOGITS, PREFERRED_CLASSES, Caps, friendly
@@ -19,7 +21,7 @@ from .signin import LOCAL_PUBLISH_NOTE, oauth_available, publish_to_card
 
 # ---------------------------------------------------------------------------- page text
 def model_summary(model: Any) -> str:
-    params = sum(p.numel() for p in model.module.parameters())
+    params = parameter_count(model)
     h, w = model.input_size
     parts = [f"**{html.escape(model.id)}**", model.library, model.family, f"{h}×{w} input", f"{params / 1e6:.1f} M parameters",
              f"{len(model.layers())} layers"]
@@ -346,7 +348,7 @@ def build_demo(
 
 
 def _method_label(method: str) -> str:
-    return METHOD_LABELS.get(method) or IMAGE_METHODS.get(method, (None, method))[1]
+    return METHOD_LABELS.get(method, method)
 
 
 def _curve(points: list[dict[str, float]]) -> Any:

@@ -11,8 +11,10 @@ import json
 
 import gradio as gr
 
-from .cardview import card_section, read_card
-from .models import ModelStore, is_hub_id
+from hf_fviz.hub.size import is_hub_id
+from hf_fviz.output.card_read import read_card, read_section
+
+from .models import ModelStore
 from .run_request import make_request
 from .runs import run_blocking
 from .settings import Caps, friendly, message
@@ -90,7 +92,7 @@ def add_tools(store: ModelStore, caps: Caps) -> None:
             text = read_card(model_id, model_id.partition("@")[2] or None)[0]
         except Exception as err:  # not on the hub, not cached offline, unreadable: one line
             raise gr.Error(f"no card for {model_id}: {message(err)}", title="No card") from None
-        section = card_section(text)
+        section = read_section(text)
         return section.strip() if section else f"The card of {model_id} has no hf-fviz feature-visualization section."
 
     with gr.Row(visible=False):

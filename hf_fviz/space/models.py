@@ -8,31 +8,9 @@ from typing import Any
 import gradio as gr
 
 import hf_fviz
+from hf_fviz.hub.size import hub_parameter_count, parameter_count
 
-from .settings import Caps, log, message
-
-# ---------------------------------------------------------------------------- models
-def is_hub_id(model_id: str) -> bool:
-    return not model_id.startswith("builtin:") and not Path(model_id).expanduser().is_dir()
-
-
-def hub_parameter_count(model_id: str) -> int | None:
-    """Parameters of a hub repo from its safetensors headers (no weights downloaded), or None
-    when unknown (offline, local folder, builtin, no safetensors metadata, hub unreachable)."""
-    if not model_id or not is_hub_id(model_id):
-        return None
-    from huggingface_hub import HfApi, constants
-
-    if constants.HF_HUB_OFFLINE:
-        return None
-    repo, _, revision = model_id.partition("@")
-    try:
-        meta = HfApi().get_safetensors_metadata(repo, revision=revision or None)
-    except Exception as err:  # any hub problem is reported by load_model with a proper message
-        log.info("no safetensors metadata for %s: %s", model_id, message(err))
-        return None
-    counts = getattr(meta, "parameter_count", None) or {}
-    return int(sum(counts.values())) if counts else None
+from .settings import Caps
 
 
 def _too_large(model_id: str, params: int, caps: Caps) -> gr.Error:
@@ -71,7 +49,7 @@ class ModelStore:
             if params is not None and params > self.caps.max_params:
                 raise _too_large(model_id, params, self.caps)
             model = hf_fviz.load_model(model_id, device="auto")
-            params = sum(p.numel() for p in model.module.parameters())
+            params = parameter_count(model)
             if params > self.caps.max_params:
                 raise _too_large(model_id, params, self.caps)
             self._models[model_id] = model

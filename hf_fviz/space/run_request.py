@@ -1,24 +1,29 @@
-"""One visitor's request, checked against the caps: every problem is a gr.Error naming what to fix."""
+"""One visitor's request: the form's values parsed into targets and a `hf_fviz.settings` object,
+checked against the Space's profile (`Caps.profile`). Every problem is one message naming what to fix."""
 
 import math
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
 
 import hf_fviz
+from hf_fviz.errors import InvalidSettings
+from hf_fviz.hub import targets
+from hf_fviz.settings import METHODS, DualSettings, FacetSettings, Settings
 
-from .settings import LOGITS, Caps
+from .settings import LOGITS, Caps, friendly
 
 # ---------------------------------------------------------------------------- methods
-METHOD_LABELS = {"maco": "MACO", "fourier": "Fourier", "pixel": "Pixel"}
-IMAGE_METHODS = {"facets": ("multifaceted", "Facets"), "dual": ("dual_objective", "Dual objective")}
+IMAGE_SETTINGS = {"facets": FacetSettings, "dual": DualSettings}  # the image-set methods and their settings
+IMAGE_METHODS = {"facets": "multifaceted", "dual": "dual_objective"}  # ... and their public hf_fviz functions
+METHOD_LABELS = {"maco": "MACO", "fourier": "Fourier", "pixel": "Pixel", "facets": "Facets", "dual": "Dual objective"}
 
 
 def image_method(method: str) -> Callable | None:
-    name = IMAGE_METHODS.get(method, (None,))[0]
+    """The hf_fviz function of an image-set method, or None when this hf_fviz has none."""
+    name = IMAGE_METHODS.get(method)
     if name is None:
         return None
     try:
@@ -29,53 +34,43 @@ def image_method(method: str) -> Callable | None:
 
 def available_methods() -> list[tuple[str, str]]:
     """(label, value) of the methods this hf_fviz offers; facets and dual only when importable."""
-    out = list((label, value) for value, label in METHOD_LABELS.items())
-    out += [(label, key) for key, (_, label) in IMAGE_METHODS.items() if image_method(key) is not None]
-    return out
+    offered = [*METHODS, *(m for m in IMAGE_METHODS if image_method(m) is not None)]
+    return [(METHOD_LABELS.get(m, m), m) for m in offered]
 
 
 # ---------------------------------------------------------------------------- requests
-_RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
-
-
-def parse_units(units: str | Sequence[str] | None) -> list[str]:
-    """'3, 7, 10-12' or a list of picked values -> ['3', '7', '10', '11', '12'], deduplicated."""
-    if units is None:
-        return []
-    tokens = units.split(",") if isinstance(units, str) else [str(u) for u in units]
-    out: list[str] = []
-    for tok in (t.strip() for t in tokens):
-        if not tok:
-            continue
-        m = _RANGE.match(tok)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if hi < lo or hi - lo > 4096:
-                raise gr.Error(f"bad unit range '{tok}': write it as low-high, e.g. 0-7", title="Bad units")
-            out.extend(str(i) for i in range(lo, hi + 1))
-        else:
-            out.append(tok)
-    return list(dict.fromkeys(out))
+parse_units = targets.expand  # '3, 7, 10-12' or picked values -> ['3', '7', '10', '11', '12']
 
 
 @dataclass(frozen=True)
 class RunRequest:
-    """One checked visualization request (what the API and the UI both run)."""
+    """One checked visualization request (what the API and the UI both run): the model, its
+    targets (unit indices, or class names for the logits) and the run settings."""
 
     model_id: str
     layer: str
     units: tuple[int, ...] = ()
     classes: tuple[str, ...] = ()
     method: str = "maco"
-    steps: int = 64
-    size: int = 224
-    crops: int = 4
-    seed: int = 0
     images: tuple[str, ...] = ()
-    k: int = 3
+    settings: Settings = field(default_factory=Settings)
+
+    @property
+    def steps(self) -> int:
+        return self.settings.steps
+
+    @property
+    def size(self) -> int:
+        return self.settings.size
+
+    @property
+    def crops(self) -> int:
+        return self.settings.crops
 
     def call_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"layer": self.layer, "steps": self.steps, "size": self.size, "crops": self.crops, "seed": self.seed}
+        """The targets and the visitor's settings as keyword arguments of `hf_fviz.visualize`."""
+        s = self.settings
+        kw: dict[str, Any] = {"layer": self.layer, "steps": s.steps, "size": s.size, "crops": s.crops, "seed": s.seed}
         if self.classes:
             kw["classes"] = list(self.classes)
         else:
@@ -83,16 +78,18 @@ class RunRequest:
         return kw
 
 
-def _int_setting(name: str, value: Any, lo: int, hi: int) -> int:
+def _whole(name: str, value: Any) -> int:
+    """A form's number (sliders give floats) as an integer; its range is the profile's to check."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number, got {value!r}", title="Bad setting") from None
-    if not math.isfinite(number) or number != int(number) or not lo <= number <= hi:
-        raise gr.Error(f"{name} must be a whole number in {lo}..{hi} on this Space, got {value!r}", title="Bad setting")
+        raise InvalidSettings(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number != int(number):
+        raise InvalidSettings(f"{name} must be a whole number, got {value!r}")
     return int(number)
 
 
+@friendly
 def make_request(
     caps: Caps,
     model_id: str,
@@ -105,9 +102,10 @@ def make_request(
     crops: Any = None,
     seed: Any = 0,
     images: Sequence[Any] | None = None,
-    k: Any = 3,
+    k: Any = None,
 ) -> RunRequest:
-    """Check a request against the caps; every problem is a gr.Error naming what to fix."""
+    """Parse a visitor's request and check it against `caps.profile`; every problem is a
+    gr.Error naming what to fix."""
     model_id = (model_id or "").strip()
     if not model_id:
         raise gr.Error("Enter a model ID and click Load first.", title="No model")
@@ -115,10 +113,7 @@ def make_request(
     if not layer:
         raise gr.Error("Choose a layer first (Load the model, then pick one in the Layer list).", title="No layer")
     method = (method or "maco").strip().lower()
-    known = [value for _, value in available_methods()]
-    if method not in known:
-        raise gr.Error(f"unknown method '{method}': use one of {', '.join(known)}", title="Bad method")
-    tokens = [] if method == "dual" else parse_units(units)  # dual: one image per cluster of the images
+    tokens = [] if method == "dual" else targets.expand(units)  # dual: one image per cluster of the images
     if not tokens and method != "dual":
         what = "class" if layer == LOGITS else "unit index (e.g. 0, 5, 12)"
         raise gr.Error(f"Pick at least one {what} to visualize.", title="Nothing to visualize")
@@ -130,27 +125,19 @@ def make_request(
     classes: tuple[str, ...] = ()
     if layer == LOGITS:
         classes = tuple(tokens)
-    else:
-        bad = [t for t in tokens if not t.isdigit()]
-        if bad:
-            raise gr.Error(f"units of layer '{layer}' are indices (e.g. 0, 5, 12 or 0-7), not '{bad[0]}'", title="Bad units")
-        unit_ids = tuple(int(t) for t in tokens)
+    elif tokens:
+        unit_ids = tuple(targets.parse_units(tokens, None, layer=layer, flag=f"layer '{layer}'"))
     paths: tuple[str, ...] = ()
-    if method in IMAGE_METHODS:
+    values = {"steps": _whole("steps", steps), "size": _whole("size", size),
+              "crops": _whole("crops", caps.profile.default_crops if crops is None else crops),
+              "seed": _whole("seed", seed if seed not in (None, "") else 0)}
+    if method in IMAGE_SETTINGS:
         paths = tuple(str(getattr(f, "name", f)) for f in (images or []) if f)  # none: the bundled samples
         if len(paths) > caps.max_images:
             raise gr.Error(f"{len(paths)} images uploaded; this Space takes at most {caps.max_images}.", title="Too many images")
-    return RunRequest(
-        model_id=model_id,
-        layer=layer,
-        units=unit_ids,
-        classes=classes,
-        method=method,
-        steps=_int_setting("steps", steps, 1, caps.max_steps),
-        size=_int_setting("size", size, caps.min_size, caps.max_size),
-        crops=_int_setting("crops", caps.crops if crops is None else crops, 1, caps.max_crops),
-        seed=_int_setting("seed", seed if seed not in (None, "") else 0, 0, 2**31 - 1),
-        images=paths,
-        k=_int_setting("facets", k, 1, 8),
-    )
-
+        cls = IMAGE_SETTINGS[method]
+        settings = cls(**values, **({} if k is None else {"k": _whole("facets", k)}))
+    else:
+        settings = caps.profile.settings(method=method, **values)
+    return RunRequest(model_id=model_id, layer=layer, units=unit_ids, classes=classes, method=method, images=paths,
+                      settings=caps.profile.check(settings))

@@ -1,7 +1,6 @@
 """Running one request: the optimization in a worker thread, streamed as progress ticks (with
 previews), then written as the CLI's output folder (manifest + PNGs) and zipped."""
 
-import json
 import math
 import queue
 import threading
@@ -16,8 +15,11 @@ import gradio as gr
 
 import hf_fviz
 from hf_fviz import render
+from hf_fviz.hub.size import is_hub_id
+from hf_fviz.output.grid import gallery_caption, unit_name
+from hf_fviz.output.manifest import Manifest
 
-from .models import ModelStore, is_hub_id
+from .models import ModelStore
 from .run_request import IMAGE_METHODS, RunRequest, image_method
 from .settings import gpu, new_run_dir
 
@@ -69,20 +71,21 @@ def _preview(info: Any, labels: Sequence[str]) -> list[tuple[Any, str]] | None:
     return [(render.to_uint8(render.display_image(a)), labels[i] if i < len(labels) else f"image {i}") for i, a in enumerate(arr)]
 
 
-def _call_engine(model: Any, req: RunRequest, progress: Callable, max_seconds: float | None = None) -> list[Any]:
-    common = {"steps": req.steps, "size": req.size, "crops": req.crops, "seed": req.seed, "progress": progress}
+def _call_engine(model: Any, req: RunRequest, progress: Callable) -> list[Any]:
+    s = req.settings
     if req.method in IMAGE_METHODS:
         fn = image_method(req.method)
         if fn is None:
             raise gr.Error(f"method '{req.method}' is not available in this hf_fviz version", title="Bad method")
         images: Any = list(req.images) or "samples"  # the natural images bundled with hf_fviz
+        common = {"steps": s.steps, "size": s.size, "crops": s.crops, "seed": s.seed, "k": s.k, "progress": progress}
         if req.method == "facets":  # multifaceted(model, *, unit, images, layer, k, ...)
             unit: int | str = req.classes[0] if req.classes else req.units[0]
             if isinstance(unit, str) and unit.isdigit():
                 unit = int(unit)
-            return list(fn(model, unit=unit, layer=req.layer, images=images, k=req.k, **common))
-        return list(fn(model, layer=req.layer, images=images, k=req.k, **common))  # dual_objective
-    return hf_fviz.visualize(model, method=req.method, **req.call_kwargs(), progress=progress, max_seconds=max_seconds)
+            return list(fn(model, unit=unit, layer=req.layer, images=images, **common))
+        return list(fn(model, layer=req.layer, images=images, **common))  # dual_objective
+    return hf_fviz.visualize(model, method=req.method, **req.call_kwargs(), progress=progress, max_seconds=s.max_seconds)
 
 
 @gpu
@@ -104,7 +107,7 @@ def optimize_stream(store: ModelStore, req: RunRequest, preview_every: int) -> I
     def work() -> None:
         try:
             with store.run_slots:
-                events.put(("done", _call_engine(model, req, progress, store.caps.max_seconds or None)))
+                events.put(("done", _call_engine(model, req, progress)))
         except BaseException as err:  # handed to the generator, re-raised there
             events.put(("error", err))
 
@@ -133,24 +136,20 @@ def finish_run(store: ModelStore, req: RunRequest, visualizations: Sequence[Any]
     device = str(getattr(model, "device", "cpu"))
     manifest_path = render.save(list(visualizations), folder, model=model, seconds=seconds, device=device)
 
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = Manifest.read(manifest_path.parent)
     gallery: list[tuple[str, str]] = []
-    for item in manifest["items"]:
-        name = str(item.get("label") or f"{manifest['layer']}:{item.get('unit')}")
-        unit = item.get("unit")
-        caption = f"{name} ({unit})" if unit is not None and str(unit) not in name else name
-        objective = item.get("objective")
-        if isinstance(objective, (int, float)):
-            caption += f" · {objective:.1f}"
-        gallery.append((str(folder / item["image"]), caption))
-        if item.get("rgba"):
-            gallery.append((str(folder / item["rgba"]), f"{name} · transparency"))
+    for item in manifest.items:
+        layer = item.layer or manifest.layer
+        gallery.append((str(folder / item.image), gallery_caption(item.unit, item.label, layer, item.objective)))
+        if item.rgba:
+            gallery.append((str(folder / item.rgba), f"{unit_name(item.unit, item.label, layer)} · transparency"))
     stem = render.safe_name(f"hf-fviz_{Path(req.model_id).name if not is_hub_id(req.model_id) else req.model_id}_{req.layer}")
     zip_path = run_dir / f"{stem}.zip"
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(p for p in folder.rglob("*") if p.is_file()):
             zf.write(f, f"{stem}/{f.relative_to(folder).as_posix()}")
-    return RunResult(gallery, folder, zip_path, seconds, device, manifest["items"], bool(manifest.get("stopped_early")))
+    items = [item.to_json() for item in manifest.items]
+    return RunResult(gallery, folder, zip_path, seconds, device, items, bool(manifest.extra.get("stopped_early")))
 
 
 def run_blocking(store: ModelStore, req: RunRequest) -> RunResult:

@@ -13,13 +13,15 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from hf_fviz.errors import FvizError
+from hf_fviz.hub.vision_model import LOGITS  # noqa: F401  (the Space's modules take it from here)
+from hf_fviz.settings import CPU_SPACE, GPU_SPACE, Profile
 
 log = logging.getLogger("hf_fviz.space")
 
@@ -36,9 +38,6 @@ except ImportError:
         return fn
 
 
-CARD_START, CARD_END = "<!-- hf-fviz:start -->", "<!-- hf-fviz:end -->"
-ASSET_DIR = "feature_visualizations"
-LOGITS = "logits"
 EXAMPLES = [
     "builtin:mobilenetv2",
     "builtin:efficientnet-lite0",
@@ -60,41 +59,57 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not an integer") from None
 
 
+# Caps field -> the field of `hf_fviz.settings.Profile` it sets (the run settings' defaults and caps).
+_PROFILE_FIELDS = {
+    "default_steps": "default_steps", "max_steps": "max_steps", "default_size": "default_size", "max_size": "max_size",
+    "min_size": "min_size", "crops": "default_crops", "max_crops": "max_crops", "max_units": "max_units",
+}
+
+
 @dataclass(frozen=True)
 class Caps:
-    """Limits that keep one visitor from starving the others; overridable by env vars
-    (`HF_FVIZ_SPACE_<FIELD>`, e.g. HF_FVIZ_SPACE_MAX_STEPS=512) and in tests."""
+    """What one visitor may ask for, and how the server is shared between visitors.
 
-    default_steps: int = 48  # README.md, Timings: fits 30 s (MobileNetV2) / 90 s (ResNet-50) on 2 vCPUs
-    max_steps: int = 256
-    default_size: int = 224
-    max_size: int = 512
-    min_size: int = 64
-    crops: int = 4
-    max_crops: int = 16
-    max_units: int = 8
+    The run settings' defaults and caps are the `hf_fviz.settings` profile CPU_SPACE (GPU_SPACE
+    on a GPU), as `profile`; the fields below override them, e.g. in tests or by env vars
+    (`HF_FVIZ_SPACE_<FIELD>`, e.g. HF_FVIZ_SPACE_MAX_STEPS=512). The rest is the server's."""
+
+    default_steps: int = CPU_SPACE.default_steps
+    max_steps: int = CPU_SPACE.max_steps
+    default_size: int = CPU_SPACE.default_size
+    max_size: int = CPU_SPACE.max_size
+    min_size: int = CPU_SPACE.min_size
+    crops: int = CPU_SPACE.default_crops
+    max_crops: int = CPU_SPACE.max_crops
+    max_units: int = CPU_SPACE.max_units
+    max_seconds: int = int(CPU_SPACE.max_seconds or 0)  # a run stops here at a step boundary and keeps its images (0: no limit)
     max_params: int = 100_000_000
     max_images: int = 32  # uploaded natural images for facets / dual
     concurrency: int = 1  # optimizations running at once
     queue_size: int = 16
     models_in_memory: int = 2
     previews: int = 8  # intermediate updates per run
-    max_seconds: int = 300  # a run stops here at a step boundary and keeps its images (0: no limit)
     allow_local: int = 0  # 1: also load model folders on this server's disk (never on a public Space)
+
+    def __post_init__(self) -> None:
+        self.profile  # noqa: B018  (inconsistent caps fail here, with InvalidSettings, a ValueError)
+
+    @functools.cached_property
+    def profile(self) -> Profile:
+        """The run settings' defaults and caps a request is checked against."""
+        changes = {p: getattr(self, c) for c, p in _PROFILE_FIELDS.items()}
+        return CPU_SPACE.replace(**changes, default_units=min(CPU_SPACE.default_units, self.max_units),
+                                 max_seconds=self.max_seconds or None)
 
     @classmethod
     def from_env(cls, **overrides: int) -> "Caps":
-        """Caps from HF_FVIZ_SPACE_* env vars; on a GPU the defaults are more generous."""
+        """Caps from HF_FVIZ_SPACE_* env vars; on a GPU the defaults are the GPU_SPACE profile's."""
         base = cls()
         if _cuda_available():
-            base = replace(base, default_steps=256, max_steps=1024, default_size=384, max_size=1024, crops=16,
-                           max_crops=32, max_units=32, max_params=1_000_000_000)
+            base = cls(**{c: getattr(GPU_SPACE, p) for c, p in _PROFILE_FIELDS.items()}, max_params=1_000_000_000)
         values = {f: _env_int(f"HF_FVIZ_SPACE_{f.upper()}", getattr(base, f)) for f in cls.__dataclass_fields__}
         values.update(overrides)
-        caps = cls(**values)
-        if not (1 <= caps.default_steps <= caps.max_steps and caps.min_size <= caps.default_size <= caps.max_size):
-            raise ValueError(f"inconsistent Space caps: {caps}")
-        return caps
+        return cls(**values)
 
 
 def _cuda_available() -> bool:

@@ -6,8 +6,8 @@ from typing import Any
 import gradio as gr
 
 import hf_fviz
+from hf_fviz.hub.size import is_hub_id
 
-from .models import is_hub_id
 
 MOCK_OAUTH_TOKEN = "mock-oauth-token-for-local-dev"  # what gradio's local stand-in for OAuth hands out
 LOCAL_PUBLISH_NOTE = (

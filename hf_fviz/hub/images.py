@@ -1,8 +1,8 @@
 """Image sets for the dual-objective and multifaceted methods: a folder, a list of files, the
-bundled `samples`, or a hub dataset (`org/name`, see `hf_fviz.sources`), loaded once at a
+bundled `samples`, or a hub dataset (`org/name`, see `hf_fviz.hub.sources`), loaded once at a
 model's input size.
 
-    >>> from hf_fviz.images import load_images
+    >>> from hf_fviz.hub.images import load_images
     >>> images = load_images("samples", size=(224, 224))      # 15 freely licensed photos
     >>> images = load_images("photos/", model=model)           # every image file in a folder
     >>> images.float01().shape                                 # (N, 3, 224, 224) in [0, 1]
@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import torch
 
-from .errors import BadImageSet
+from ..errors import BadImageSet
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
 
-    from .hub.vision_model import VisionModel
+    from .vision_model import VisionModel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 MAX_PIXELS = 50_000_000  # ~7000 x 7000: refuse bigger images before decoding them
@@ -337,4 +337,13 @@ def _sample_pixels(hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[str, ...]]:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), tuple(names)
 
 
-__all__ = ["ImageSet", "load_images", "sample_arrays", "SAMPLE_IMAGES", "SAMPLES", "MAX_PIXELS", "IMAGE_SUFFIXES"]
+def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
+    """One RGB image file -> (3, H, W) float32 in [0, 1]. An unreadable file or one above
+    `MAX_PIXELS` (a decompression bomb, refused before it is decoded) raises `BadImageSet`;
+    a damaged one raises OSError while decoding."""
+    with open_image(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+__all__ = ["ImageSet", "load_images", "sample_arrays", "SAMPLE_IMAGES", "SAMPLES", "MAX_PIXELS", "IMAGE_SUFFIXES", "open_image", "read_image"]

@@ -1,6 +1,6 @@
 """Image sources by ID: a local folder (or files), the bundled `samples`, or a hub dataset.
 
-    >>> from hf_fviz.sources import iter_source, load_source
+    >>> from hf_fviz.hub.sources import iter_source, load_source
     >>> images = load_source("org/pets", size=(224, 224), split="test", max_images=500)   # ImageSet
     >>> for batch in iter_source("photos/", size=(224, 224), batch_size=64):              # streamed
     ...     batch.pixels.shape, batch.names
@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .errors import BadImageSet, MissingDependency
+from ..errors import BadImageSet, MissingDependency
 from .images import MAX_PIXELS, SAMPLES, ImageSet, _image_files, _read_file, _rgb, _to_array, load_images
 
 DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
