@@ -204,6 +204,11 @@ def atlas(
     merge_wait: float = DEFAULT_MERGE_WAIT,
     grid_max: int = DEFAULT_GRID_MAX,
     progress: AtlasProgress | None = None,
+    exemplars: str | None = None,
+    top: int = 8,
+    max_images: int | None = 2000,
+    split: str | None = None,
+    image_column: str | None = None,
 ) -> AtlasResult:
     """Visualize `units` of `layer` into `out_dir`, `batch` units per optimization, skipping
     units an earlier (killed) run finished. See the module docstring for the folder and the rules.
@@ -222,6 +227,9 @@ def atlas(
             rank 0 merges, after waiting up to `merge_wait` seconds for the other ranks).
         grid_max: at most this many units (evenly spread) in grid.png.
         progress: `progress(done, total, info)` over this shard's units.
+        exemplars: an image source (folder, 'samples', hub dataset org/name): each unit's record
+            also gets its top natural images and sanity check (`atlas_exemplars`); top,
+            max_images, split, image_column: as in `hf_fviz.exemplars.with_exemplars`.
     """
     from .engine import methods
     from .hub import as_vision_model
@@ -234,6 +242,11 @@ def atlas(
     given = {name: value for name, value in (("steps", steps), ("size", size), ("crops", crops)) if value is not None}
     settings = Settings(method=method, seed=seed, lr=lr, **given).check()
     request = {"steps": settings.steps, "size": settings.size, "crops": settings.crops, "seed": seed, "lr": lr}
+    if exemplars is not None:
+        from . import atlas_exemplars
+
+        request["exemplars"] = atlas_exemplars.exemplar_request(exemplars, top=top, max_images=max_images, split=split,
+                                                                image_column=image_column)
     keep = device is None and not isinstance(model, str)  # a VisionModel stays where it is unless a device is given
     model = as_vision_model(model, device=None if keep else shard_device(device))
     name = layer or model.default_layer
@@ -264,6 +277,10 @@ def atlas(
         if batch is None and pending:
             batch = methods.auto_batch_size(model, layer=name, units=pending, method=method, size=request["size"],
                                             crops=request["crops"], seed=seed)
+        found = None
+        if exemplars is not None and pending:
+            found = atlas_exemplars.find_for_units(model, name, pending, request["exemplars"], progress and (
+                lambda n, _total, i: progress(done, len(mine), {"phase": "exemplars", "images": n, **i})))
         for b in range(0, len(pending), batch or 1):
             chunk = pending[b : b + batch]
 
@@ -273,6 +290,8 @@ def atlas(
 
             targets = methods.unit_targets(model, name, chunk, None)
             vis = methods.visualize(model, targets, settings.replace(batch_size=len(chunk)), progress=step_progress)
+            if found is not None:
+                atlas_exemplars.check_batch(model, vis, found)
             if progress is not None:
                 progress(done, len(mine), {"phase": "write", "batch": len(chunk)})
             for k, v in enumerate(vis):

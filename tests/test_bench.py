@@ -69,7 +69,8 @@ def test_bench_quality_smoke_two_classes_two_steps(capsys, tmp_path):
 
 
 def test_quality_report_includes_the_image_set_quality_table(monkeypatch):
-    import hf_fviz.bench_imagesets as imagesets
+    import hf_fviz.bench.imagesets as imagesets
+    from hf_fviz.bench.quality import _imagesets_quality
 
     class Fake:
         def table(self) -> str:
@@ -80,12 +81,12 @@ def test_quality_report_includes_the_image_set_quality_table(monkeypatch):
 
     seen = {}
 
-    def fake_quality(*, model, judge, steps=64):
+    def fake_quality(*, model, judge, steps=64, log=None):
         seen.update(model=model, judge=judge, steps=steps)
         return Fake()
 
     monkeypatch.setattr(imagesets, "quality_imagesets", fake_quality)
-    got = bench._imagesets_quality("M", "J", bench.QualitySettings(steps=3), lambda _m: None)
+    got = _imagesets_quality("M", "J", bench.QualitySettings(steps=3), lambda _m: None)
     assert seen == {"model": "M", "judge": "J", "steps": 3}
     assert got["result"] == {"facets": [{"distance": 0.42}]}
     report = bench.QualityReport("m", "j", [1], ["goldfish"], 3, [], got)
@@ -100,7 +101,7 @@ def test_image_set_quality_figures_are_measured_as_documented():
 
     import hf_fviz
     from hf_fviz.api import dual_objective
-    from hf_fviz.bench_imagesets import quality_imagesets
+    from hf_fviz.bench.imagesets import quality_imagesets
     from hf_fviz.engine.imagesets import penultimate_layer
     from hf_fviz.settings import RECIPES
 
@@ -214,3 +215,38 @@ def test_quality_table_reports_insertion_means_over_classes():
     assert m.insertion_summary() == pytest.approx(1.5) and m.insertion_summary("ratio_all_views") == pytest.approx(1.625)
     table = bench.quality_table(bench.QualityReport("m", "j", [1, 2], ["x", "y"], 3, [m]))
     assert "| maco | 0.500 | 0.350 | 1.50 | 1.62 |" in table
+
+
+def test_quality_sanity_rows_are_the_library_check_against_the_top_exemplars():
+    """`bench quality --sanity SOURCE`: each class's row is `hf_fviz.sanity`'s score and flag
+    against that class's top exemplars in the source (recomputed here), and the table prints them."""
+    import hf_fviz
+    from hf_fviz.bench.quality import _sanity_rows
+    from hf_fviz.exemplars import find_exemplars
+    from hf_fviz.sanity import sanity_check
+
+    model = hf_fviz.load_model("org/tiny-mobilenetv2", device="cpu")
+    vis = hf_fviz.visualize(model, classes=[1, 2], steps=2, size=32, crops=1)
+    rows = _sanity_rows(model, vis, "samples", 3, lambda _m: None)
+    found = find_exemplars(model, layer="logits", units=[1, 2], source="samples", top=3)
+    for v, row in zip(vis, rows):
+        expected = sanity_check(model, v.image, "logits", found.top[v.unit], found.random)
+        assert row["score"] == pytest.approx(expected.score, abs=1e-4) and row["flag"] == expected.flag
+        assert row["exemplars"] == [e.name for e in found.top[v.unit]]
+    m = bench.MethodQuality("maco", "s", 1.0, 1.0, 1.0, [1, 1], [1, 1], ["a", "b"], 1.0,
+                            sanity=[{"score": 0.9, "flag": False, "exemplars": ["x.jpg", "y.jpg", "z.jpg"]},
+                                    {"score": 0.3, "flag": True, "exemplars": ["z.jpg", "w.jpg"]}])
+    table = bench.quality_table(bench.QualityReport("m", "j", [1, 2], ["goldfish", "shark"], 3, [m]))
+    assert "mean score 0.60, 1 of 2 flagged" in table
+    assert "| 1 goldfish | 0.90 | no | x.jpg, y.jpg |" in table and "| 2 shark | 0.30 | yes | z.jpg, w.jpg |" in table
+
+
+def test_python_m_hf_fviz_bench_is_the_bench_command():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "hf_fviz.bench", "speed", "--cases", "a,z", "--no-memory"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "unknown case(s) z" in err[0]

@@ -10,7 +10,7 @@ from hf_fviz.engine import objectives as obj
 from hf_fviz.engine.optimize import LoopSettings, model_score, optimize
 from hf_fviz.engine.param import make_param
 from hf_fviz.engine.transforms import CropSettings, RandomCrops, resize_whole
-from hf_fviz.insertion import insertion_test
+from hf_fviz.bench.insertion import insertion_test
 
 
 class AllViewsCrops(RandomCrops):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import Handler, add_model_options, add_run_options, call_kwargs, load, progress_bar, settings
+from .common import Handler, add_model_options, add_run_options, add_source_options, call_kwargs, load, progress_bar, settings
+from .exemplars import add_exemplar_options, check_exemplar_options
 
 
 def atlas_parser(sub: argparse._SubParsersAction) -> Handler:
@@ -26,6 +27,11 @@ def atlas_parser(sub: argparse._SubParsersAction) -> Handler:
         "--merge-wait", type=float, default=6 * 3600, metavar="SECONDS",
         help="under torchrun, how long rank 0 waits for the other ranks before giving up the merge",
     )
+    p.add_argument("--exemplars", default=None, metavar="SOURCE",
+                   help="also find each unit's top natural images in SOURCE (folder, 'samples', hub dataset org/name), "
+                        "run the sanity check, and draw them beside each unit in grid.png")
+    add_source_options(p)
+    add_exemplar_options(p)
     return atlas
 
 
@@ -47,13 +53,17 @@ def atlas(args: argparse.Namespace) -> int:
         return 0
     checked = settings(args)
     shard = Shard.parse(args.shard) if args.shard else Shard.from_environment()
+    if args.exemplars is not None:
+        check_exemplar_options(args)  # fail fast, before any compute
     args.device = shard_device(args.device) or "auto"
     model = load(args)
     show = shard.index == 0 or not shard.from_env  # one bar per torchrun job, not one per rank
     desc = f"atlas {args.layer or model.default_layer} shard {shard}"
     with progress_bar(desc, "unit", _postfix, show=show) as progress:
         result = atlas(model, out_dir=args.out, layer=args.layer, units=args.units, batch=args.batch, shard=shard,
-                       merge_wait=args.merge_wait, grid_max=args.grid_max, progress=progress, **call_kwargs(checked))
+                       merge_wait=args.merge_wait, grid_max=args.grid_max, progress=progress, **call_kwargs(checked),
+                       exemplars=args.exemplars, top=args.top, max_images=args.max_images, split=args.split,
+                       image_column=args.image_column)
     print(
         f"shard {result.shard}: {len(result.units)} units ({len(result.computed)} computed, "
         f"{len(result.skipped)} already done) in {result.seconds:.1f} s"

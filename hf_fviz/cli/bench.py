@@ -40,6 +40,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> Handler:
     q.add_argument("--no-imagesets", action="store_true", help="skip the image-set (dual/facets) quality table")
     q.add_argument("--insertion-slices", type=int, default=32, metavar="N",
                    help="insertion test of the transparency maps in N slices (default 32; 0 skips it)")
+    q.add_argument("--sanity", default=None, metavar="SOURCE",
+                   help="sanity check of each class against its top-4 exemplars in SOURCE (e.g. samples; default skipped)")
     return _bench
 
 
@@ -61,7 +63,7 @@ def _bench(args: argparse.Namespace) -> int:
             print(bench.speed_table(results))
         return 0
     if args.bench_command == "chunks":
-        from ..bench_chunks import chunks_table, run_chunks
+        from ..bench.chunks import chunks_table, run_chunks
 
         report = run_chunks(model=args.model, steps=args.steps, rounds=args.rounds, log=log)
         print(json.dumps(report.to_dict(), indent=1) if args.json else chunks_table(report))
@@ -70,7 +72,8 @@ def _bench(args: argparse.Namespace) -> int:
     qsettings = bench.QualitySettings(classes=args.classes, steps=args.steps, methods=methods, size=args.size,
                                       crops=args.crops, out=args.out,
                                       horama=bench.HoramaSettings(size=args.horama_size, crops=args.horama_crops),
-                                      imagesets=not args.no_imagesets, insertion_slices=args.insertion_slices)
+                                      imagesets=not args.no_imagesets, insertion_slices=args.insertion_slices,
+                                      sanity=args.sanity)
     report = bench.run_quality(qsettings, log=log)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1, default=str))

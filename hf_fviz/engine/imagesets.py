@@ -17,7 +17,7 @@ checked settings). Where things live (each module has one job; none imports this
 - `param`: the parametrizations started from images (`ImageMaco`, `ImagePixels`, `PaperPixels`).
 - `imageset_common`: what both methods share (the image set they take, pooled features, rows).
 The output folder is written by `hf_fviz.output.imagesets.save`; the measured quality is
-`hf_fviz.bench_imagesets.quality_imagesets`.
+`hf_fviz.bench.imagesets.quality_imagesets`.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import gradio as gr
 from hf_fviz.hub.size import is_hub_id, parameter_count
 
 from .cardview import card_images
+from .exemplar_view import DEFAULT_TOP, MAX_TOP, MIN_TOP, SOURCE_HINT, add_exemplars, exemplar_request, exemplar_view, hide_exemplars
 from .mcp_tools import add_tools
 from .models import ModelStore
 from .run_request import IMAGE_METHODS, METHOD_LABELS, available_methods, make_request
@@ -153,12 +154,15 @@ def build_demo(
         crops: float,
         images: list[Any] | None,
         k: float,
+        ex_source: str | None = None,
+        ex_top: float = DEFAULT_TOP,
         progress: gr.Progress = gr.Progress(),
     ) -> Iterator[tuple]:
         if not info:
             raise gr.Error("Load a model first.", title="No model")
         picked = classes if layer == LOGITS else units
         req = make_request(caps, info["id"], layer, picked, method, steps, size, crops=crops, seed=seed, images=images, k=k)
+        ask = exemplar_request(ex_source, ex_top)
         progress(0, desc="loading the model")
         yield gr.skip(), "Starting…", gr.update(visible=False), None, _curve([])
         start = time.perf_counter()
@@ -176,6 +180,9 @@ def build_demo(
                     status = f"Step {event.step} / {event.total} · objective {event.objective:.2f} · {now - start:.0f} s"
                     yield (event.previews if event.previews else gr.skip()), status, gr.skip(), gr.skip(), _curve(curve)
                 continue
+            if ask:
+                yield gr.skip(), f"Finding natural exemplars in {ask.source}…", gr.skip(), gr.skip(), gr.skip()
+                add_exemplars(store.get(req.model_id), event, ask, progress)
             progress(1.0, desc="writing images")
             result = finish_run(store, req, event, time.perf_counter() - start)
             n = len(result.items)
@@ -185,6 +192,7 @@ def build_demo(
                       "(caption: class or unit · final objective). "
                       + (f"Stopped at this Space's {caps.max_seconds} s limit: the images are as far as they got. "
                          if result.stopped_early else "")
+                      + ("Natural exemplars and the sanity check are below. " if ask else "")
                       + ("Download the zip, or sign in to publish them to the model card." if oauth else "Download the zip below."))
             yield (
                 result.gallery,
@@ -257,6 +265,10 @@ def build_demo(
                     with gr.Row():
                         seed_nb = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                         crops_sl = gr.Slider(1, caps.max_crops, value=caps.crops, step=1, label="Crops per step")
+                with gr.Accordion("Natural exemplars and sanity check", open=False):
+                    ex_source = gr.Textbox(label="Image source", placeholder="samples or org/name", max_lines=1,
+                                           info=SOURCE_HINT, elem_id="fviz-ex-source")
+                    ex_top = gr.Slider(MIN_TOP, MAX_TOP, value=DEFAULT_TOP, step=1, label="Exemplars per unit")
                 with gr.Row():
                     run_btn = gr.Button("Visualize", variant="primary", scale=3, elem_id="fviz-run")
                     stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=80)
@@ -267,6 +279,10 @@ def build_demo(
                                      buttons=["download", "fullscreen"])
                 curve_plot = gr.LinePlot(x="step", y="objective", x_title="step", y_title="objective (mean)", height=160,
                                          label="Objective while optimizing", show_label=True, elem_id="fviz-curve")
+                ex_gallery = gr.Gallery(label="Natural exemplars: each visualization, then the images that excite its unit most",
+                                        visible=False, height="auto", object_fit="contain", preview=False,
+                                        elem_id="fviz-exemplars")
+                sanity_md = gr.Markdown("", visible=False, elem_id="fviz-sanity")
                 with gr.Row(equal_height=True):
                     download_btn = gr.DownloadButton("Download manifest + PNGs (zip)", visible=False, elem_id="fviz-download")
                 if oauth:
@@ -301,11 +317,16 @@ def build_demo(
                             api_visibility="private", queue=False)
         run_event = run_btn.click(
             run,
-            inputs=[model_info, layer_dd, classes_dd, units_box, method_radio, steps_sl, size_sl, seed_nb, crops_sl, images_in, k_slider],
+            inputs=[model_info, layer_dd, classes_dd, units_box, method_radio, steps_sl, size_sl, seed_nb, crops_sl, images_in, k_slider,
+                    ex_source, ex_top],
             outputs=[gallery, status_md, download_btn, last_run, curve_plot],
             api_name="run", api_visibility="private", concurrency_id="optimize", concurrency_limit=caps.concurrency,
             show_progress_on=[status_md],  # the bar sits on the status line; the gallery and curve stay visible
         )
+        run_event.success(exemplar_view, [last_run], [ex_gallery, sanity_md], api_name="exemplar_view",
+                          api_visibility="private", queue=False)
+        gr.on([run_btn.click, load_btn.click, model_box.submit], hide_exemplars, None, [ex_gallery, sanity_md],
+              api_name="hide_exemplars", api_visibility="private", queue=False)  # no stale exemplars of the last run
         stop_btn.click(None, cancels=[run_event], api_name="stop", api_visibility="private", queue=False)
         api_btn.click(api_visualize, [api_model, api_layer, api_units, api_method, api_steps, api_size], api_gallery,
                       api_name="visualize", api_visibility="public", concurrency_id="optimize",

@@ -11,7 +11,7 @@ logits or channel means, not probabilities, and can be negative), then integrate
 revealed fraction 0..1 (trapezoid). Blur: Gaussian, sigma 5 px at 224 px (Petsiuk et al.'s
 kernel), scaled with the model input.
 
-    >>> from hf_fviz.insertion import insertion_test
+    >>> from hf_fviz.bench.insertion import insertion_test
     >>> result = insertion_test(model, vis)           # one Visualization of a unit
     >>> result.alpha_auc, result.random_auc, result.ratio
 """
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine import objectives as obj
+from ..engine import objectives as obj
 
 SLICES = 32
 RANDOM_ORDERS = 3

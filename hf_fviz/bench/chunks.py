@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from .settings import DEFAULT_CROPS, DEFAULT_SIZE
-from .loadcheck import LoadMonitor, MachineLoad
-
-UNITS16 = (1, 9, 22, 76, 130, 207, 285, 291, 309, 323, 388, 409, 430, 574, 805, 954)
+from ..api import visualize
+from ..engine import chunking
+from ..engine.methods import auto_batch_size
+from ..hub import load_model
+from ..loadcheck import LoadMonitor, MachineLoad
+from ..settings import DEFAULT_CROPS, DEFAULT_SIZE
+from .cases import SIXTEEN_CLASSES as UNITS16
+from .common import Log
 SETTINGS = {"horama": (1280, 6), "ours": (DEFAULT_SIZE, DEFAULT_CROPS)}  # canvas, crops
 
 
@@ -54,8 +58,6 @@ class ChunkReport:
 def _per_unit_step(vm: Any, units: Sequence[int], *, chunk: int, size: int, crops: int, steps: int) -> tuple[float, float]:
     """(wall, CPU) seconds per unit-step of one `visualize` call with `chunk` units per chunk;
     the first step of every chunk (set-up) is left out."""
-    from .api import visualize
-
     wall: list[float] = []
     cpu: list[float] = []
     last = [time.perf_counter(), time.process_time()]
@@ -74,11 +76,7 @@ def _per_unit_step(vm: Any, units: Sequence[int], *, chunk: int, size: int, crop
 
 def run_chunks(*, model: str = "builtin:mobilenetv2", chunks: Sequence[int] = (1, 2, 4, 8, 16), steps: int = 4,
                rounds: int = 3, settings: Sequence[str] = ("horama", "ours"),
-               log: Callable[[str], None] = lambda _m: None) -> ChunkReport:
-    from .engine import chunking
-    from .engine.methods import auto_batch_size
-    from .hub import load_model
-
+               log: Log = lambda _m: None) -> ChunkReport:
     vm = load_model(model, device="cpu")
     _per_unit_step(vm, UNITS16, chunk=1, size=DEFAULT_SIZE, crops=DEFAULT_CROPS, steps=2)  # warm-up: first-call costs
     monitor = LoadMonitor().start()

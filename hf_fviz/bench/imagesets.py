@@ -12,11 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine.imageset_common import penultimate_layer, pooled_features
-from .hub import as_vision_model
-from .hub.images import ImagesSpec, load_images
-from .hub.vision_model import VisionModel
-from .settings import RECIPES
+from ..engine.imageset_common import penultimate_layer, pooled_features
+from ..hub import as_vision_model
+from ..hub.images import ImagesSpec, load_images
+from ..hub.vision_model import VisionModel
+from ..settings import RECIPES
 
 
 @dataclass
@@ -80,7 +80,7 @@ def quality_imagesets(
     """Measure facet distinctness (vs plain MACO seeds) and dual-objective cluster matching (MACO
     vs the paper recipe); prints the table through `log` and returns the figures. The judge
     (default EfficientNet-Lite0) is never used in the optimizations."""
-    from .api import dual_objective, multifaceted, visualize
+    from ..api import dual_objective, multifaceted, visualize
 
     gen = as_vision_model(model, device=device)
     jdg = as_vision_model(judge, device=device)
