@@ -7,7 +7,7 @@ import sys
 import time
 
 from hf_fviz import bench
-from hf_fviz.loadcheck import LoadMonitor
+from hf_fviz.bench.loadcheck import LoadMonitor
 
 BURN = "import time\nt = time.time()\nwhile time.time() - t < 1.5:\n    pass\n"
 

@@ -22,7 +22,7 @@ from ..api import visualize
 from ..engine import chunking
 from ..engine.methods import auto_batch_size
 from ..hub import load_model
-from ..loadcheck import LoadMonitor, MachineLoad
+from .loadcheck import LoadMonitor, MachineLoad
 from ..settings import DEFAULT_CROPS, DEFAULT_SIZE
 from .cases import SIXTEEN_CLASSES as UNITS16
 from .common import Log

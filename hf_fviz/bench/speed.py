@@ -17,7 +17,7 @@ from typing import Any
 
 from ..engine.speed import SPEEDUPS, apply
 from ..errors import InvalidSettings
-from ..loadcheck import LoadMonitor
+from .loadcheck import LoadMonitor
 from .cases import CASES, SpeedCase, StepClock, bare_run, hf_run, horama_run, speed_cases
 from .common import Log, median
 from .horama import LoadedPair, load_pair

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..loadcheck import MachineLoad
+from .loadcheck import MachineLoad
 from .common import fmt
 from .quality import QualityReport, geometric_mean
 from .speed import SpeedResult
