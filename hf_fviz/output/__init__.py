@@ -8,4 +8,5 @@ imports only the shared vocabulary (errors, results), never the engine or hub in
   folders of dual/facets and of `hf-fviz exemplars`;
 - `atlas_store`: an atlas folder (records, merge, checks);
 - `card` (public names) over `card_assets`, `card_section`, `card_meta`, `publish`: model cards.
+- `card_read`: a card's section and the images it links, read back (the Space shows them).
 """
