@@ -26,7 +26,7 @@ from .hub import as_vision_model
 from .hub.images import IMAGE_SUFFIXES, ImagesSpec, load_images, read_image
 from .hub.vision_model import VisionModel
 from .results import Visualization
-from .settings import DualSettings, FacetSettings, ImageSetSettings, Settings
+from .settings import LIMITS, SPECTRUM_CROPS, SPECTRUM_SIZE, DualSettings, FacetSettings, ImageSetSettings, Settings, check_int
 from .engine import objectives as obj
 from .engine.optimize import Progress
 
@@ -212,10 +212,14 @@ def multifaceted(
     return run(model, settings, layer=layer, unit=unit, images=images, progress=progress, device=device)
 
 
-def build_spectrum(image_dir: str | os.PathLike[str], *, crops: int = 2000, size: int = 512, seed: int = 0) -> tuple[np.ndarray, Any]:
+def build_spectrum(image_dir: str | os.PathLike[str], *, crops: int = SPECTRUM_CROPS, size: int = SPECTRUM_SIZE,
+                   seed: int = 0) -> tuple[np.ndarray, Any]:
     """Build a MACO magnitude spectrum from every image in a folder (recursively); returns
     (array, `SpectrumProvenance`). Unreadable files are skipped (the provenance counts the rest)."""
     from .engine.spectrum import SpectrumProvenance, spectrum_from_images
+
+    check_int("spectrum crops", crops, *LIMITS["spectrum_crops"])
+    check_int("spectrum size", size, *LIMITS["spectrum_size"])
 
     root = Path(image_dir)
     if not root.is_dir():

@@ -51,6 +51,7 @@ from .output.atlas_store import (
     write_unit,
 )
 from .output.writer import atomic_write, safe_name
+from .settings import DEFAULT_SOURCE_IMAGES, DEFAULT_TOP
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hub.vision_model import VisionModel
@@ -205,8 +206,8 @@ def atlas(
     grid_max: int = DEFAULT_GRID_MAX,
     progress: AtlasProgress | None = None,
     exemplars: str | None = None,
-    top: int = 8,
-    max_images: int | None = 2000,
+    top: int = DEFAULT_TOP,
+    max_images: int | None = DEFAULT_SOURCE_IMAGES,
     split: str | None = None,
     image_column: str | None = None,
 ) -> AtlasResult:

@@ -24,7 +24,7 @@ from typing import Any
 from .engine.exemplars import Exemplar, ExemplarResult, Progress, receptive_field, scan, unit_values
 from .errors import InvalidSettings
 from .hub.sources import describe, iter_source
-from .settings import MAX_TOP
+from .settings import DEFAULT_SOURCE_IMAGES, DEFAULT_TOP, MAX_TOP
 
 
 def check_options(*, top: int, max_images: int | None, batch_size: int = 1) -> None:
@@ -42,8 +42,8 @@ def find_exemplars(
     layer: str,
     units: Sequence[int] | Iterable[int],
     source: str | os.PathLike[str],
-    top: int = 8,
-    max_images: int | None = 2000,
+    top: int = DEFAULT_TOP,
+    max_images: int | None = DEFAULT_SOURCE_IMAGES,
     batch_size: int = 64,
     split: str | None = None,
     image_column: str | None = None,
@@ -78,8 +78,8 @@ def attach(visualizations: Sequence[Any], found: ExemplarResult) -> None:
             vis.extra["random_images"] = found.random
 
 
-def with_exemplars(model: Any, visualizations: Sequence[Any], source: str | os.PathLike[str], *, top: int = 8,
-                   max_images: int | None = 2000, split: str | None = None, image_column: str | None = None,
+def with_exemplars(model: Any, visualizations: Sequence[Any], source: str | os.PathLike[str], *, top: int = DEFAULT_TOP,
+                   max_images: int | None = DEFAULT_SOURCE_IMAGES, split: str | None = None, image_column: str | None = None,
                    batch_size: int = 64, progress: Progress | None = None) -> ExemplarResult | None:
     """Find the exemplars of the visualized units (one pass over `source` per layer), attach them
     and run the sanity check (`hf_fviz.engine.sanity`): each visualization then carries

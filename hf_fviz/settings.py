@@ -45,11 +45,18 @@ DEFAULT_NOISE = 0.05
 DEFAULT_UNITS = 4
 """Units visualized when none are named: the first four of the layer."""
 MAX_SEED = 2**63 - 1
-LIMITS = {"steps": (1, 10000), "size": (32, 2048), "crops": (0, 64), "k": (1, 256), "nearest": (1, 10000)}
+LIMITS = {"steps": (1, 10000), "size": (32, 2048), "crops": (0, 64), "k": (1, 256), "nearest": (1, 10000),
+          "spectrum_crops": (1, 100000), "spectrum_size": (16, 2048)}
 """Inclusive ranges of the integer settings, anywhere (a `Profile` narrows them)."""
 
 MAX_TOP = 64
 """Most natural exemplars shown per unit (`--top`)."""
+SPECTRUM_CROPS, SPECTRUM_SIZE = 2000, 512
+"""`hf-fviz spectrum`: random crops averaged, and the spectrum's side (resized to the canvas at run time)."""
+DEFAULT_TOP = 8
+"""Natural exemplars kept per unit when a caller names none (`--top`)."""
+DEFAULT_SOURCE_IMAGES = 2000
+"""Images read from an exemplar source at most, by default (`--max-images`)."""
 
 IMAGESET_SIZE = 256
 """Canvas of the image-set methods (they start from natural images at the model input size)."""
@@ -273,6 +280,12 @@ class Profile:
     max_seed: int = MAX_SEED
     max_seconds: float | None = None
     """A run stops here at a step boundary and keeps its images (None: no limit)."""
+    default_top: int = 4
+    min_top: int = 2
+    """Natural exemplars per unit: the sanity check compares with two at least."""
+    max_top: int = 8
+    max_source_images: int = 500
+    """Images read from an exemplar source per run."""
 
     def __post_init__(self) -> None:
         ok = (
@@ -280,6 +293,7 @@ class Profile:
             and LIMITS["size"][0] <= self.min_size <= self.default_size <= self.max_size <= LIMITS["size"][1]
             and 0 <= self.min_crops <= self.default_crops <= self.max_crops <= LIMITS["crops"][1]
             and 1 <= self.default_units <= self.max_units
+            and 1 <= self.min_top <= self.default_top <= self.max_top <= MAX_TOP and self.max_source_images >= 1
         )
         if not ok:
             raise InvalidSettings(f"inconsistent profile {self.name}: {self}")
@@ -341,5 +355,5 @@ __all__ = [
     "Settings", "ImageSetSettings", "DualSettings", "FacetSettings", "Profile", "CPU_SPACE", "GPU_SPACE", "CPU_JOB",
     "PROFILES", "METHODS", "RECIPES", "FACET_PARAMS", "LIMITS", "MAX_SEED", "DEFAULT_LR", "IMAGESET_LR",
     "DEFAULT_STEPS", "DEFAULT_SIZE", "DEFAULT_CROPS", "DEFAULT_CROP_SCALE", "DEFAULT_NOISE", "DEFAULT_UNITS",
-    "IMAGESET_SIZE", "MAX_TOP", "check_int",
+    "IMAGESET_SIZE", "MAX_TOP", "DEFAULT_TOP", "DEFAULT_SOURCE_IMAGES", "SPECTRUM_CROPS", "SPECTRUM_SIZE", "check_int",
 ]

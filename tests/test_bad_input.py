@@ -587,3 +587,13 @@ def test_no_token_in_any_output_or_file(files: Files, tmp_path: Path, monkeypatc
     assert any(p.name == "manifest.json" for p in written) and any(p.name == "README.md" for p in written)
     for path in written:
         assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_spectrum_limits_come_from_settings_and_refuse_in_one_line(files: Files, tmp_path: Path, capsys) -> None:
+    from hf_fviz.settings import LIMITS
+
+    hi = LIMITS["spectrum_crops"][1]
+    out = tmp_path / "s.npy"
+    assert main(["spectrum", files["images/huge"], "--crops", str(hi + 1), "--size", "32", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"spectrum crops must be an integer in 1..{hi}, got {hi + 1}" in err and not out.exists()

@@ -96,3 +96,26 @@ def test_the_api_checks_before_it_loads_anything():
         hf_fviz.visualize("org/does-not-exist", steps=0)
     with pytest.raises(InvalidSettings, match="unknown parametrization 'x'"):
         hf_fviz.multifaceted("org/does-not-exist", unit=0, images="samples", param="x")
+
+
+def test_readme_settings_table_is_the_settings_module():
+    """The README lists every default and cap once, in one table: it must say what settings.py says."""
+    from pathlib import Path
+
+    from hf_fviz import settings as S
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| `")}
+    base = rows["`Settings` (CLI, Python API)"]
+    for name, default in (("steps", S.DEFAULT_STEPS), ("size", S.DEFAULT_SIZE), ("crops", S.DEFAULT_CROPS)):
+        lo, hi = S.LIMITS[name]
+        assert f"{default} ({lo}..{hi})" in base, name
+    assert f"first {S.DEFAULT_UNITS}" in base
+    assert f"| {S.DEFAULT_STEPS} | {S.IMAGESET_SIZE} |" in rows["`DualSettings` / `FacetSettings`"]
+    for const in ("CPU_SPACE", "GPU_SPACE", "CPU_JOB"):
+        profile = getattr(S, const)
+        row = next(line for key, line in rows.items() if key.startswith(f"`{const}`"))
+        for text in (f"{profile.default_steps} (max {profile.max_steps})", f"{profile.default_size} ({profile.min_size}..{profile.max_size})",
+                     f"{profile.default_crops} ({profile.min_crops}..{profile.max_crops})", f"max {profile.max_units}"):
+            assert text in row, (profile.name, text)
+    assert sum("| `CPU_SPACE`" in line for line in readme.splitlines()) == 1  # listed once

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..settings import DEFAULT_SOURCE_IMAGES, DEFAULT_TOP
 from .common import Handler, add_out_option, add_source_options, add_target_options, load, out_dir, progress_bar
 
 
@@ -28,8 +29,9 @@ def add_exemplars(args: argparse.Namespace, model: Any, vis: list) -> None:
 
 
 def add_exemplar_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--top", type=int, default=8, metavar="K", help="exemplars kept per unit (default 8)")
-    p.add_argument("--max-images", type=int, default=2000, metavar="N", help="images read from the source at most (default 2000)")
+    p.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="K", help=f"exemplars kept per unit (default {DEFAULT_TOP})")
+    p.add_argument("--max-images", type=int, default=DEFAULT_SOURCE_IMAGES, metavar="N",
+                   help=f"images read from the source at most (default {DEFAULT_SOURCE_IMAGES})")
 
 
 def print_sanity(vis) -> None:

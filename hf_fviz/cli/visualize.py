@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..settings import SPECTRUM_CROPS, SPECTRUM_SIZE
 from .common import (
     Handler, add_out_option, add_run_options, add_source_options, add_target_options, load, objective_postfix,
     out_dir, progress_bar, settings,
@@ -88,8 +89,8 @@ def spectrum_parser(sub: argparse._SubParsersAction) -> Handler:
     p = sub.add_parser("spectrum", help="build a magnitude spectrum (.npy for --spectrum) from a folder of your own images")
     p.add_argument("image_dir", metavar="IMAGE_DIR")
     p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--crops", type=int, default=2000, help="random crops (default 2000)")
-    p.add_argument("--size", type=int, default=512, help="spectrum side (default 512; resized to the canvas at run time)")
+    p.add_argument("--crops", type=int, default=SPECTRUM_CROPS, help=f"random crops (default {SPECTRUM_CROPS})")
+    p.add_argument("--size", type=int, default=SPECTRUM_SIZE, help=f"spectrum side (default {SPECTRUM_SIZE}; resized to the canvas at run time)")
     p.add_argument("--seed", type=int, default=0)
     return spectrum
 
@@ -97,10 +98,6 @@ def spectrum_parser(sub: argparse._SubParsersAction) -> Handler:
 def spectrum(args: argparse.Namespace) -> int:
     from ..api import build_spectrum
     from ..engine.spectrum import save_spectrum
-    from ..errors import InvalidSettings
-
-    if not 1 <= args.crops <= 100000 or not 16 <= args.size <= 2048:
-        raise InvalidSettings("--crops must be in 1..100000 and --size in 16..2048")
     spec, prov = build_spectrum(args.image_dir, crops=args.crops, size=args.size, seed=args.seed)
     path = save_spectrum(spec, args.out)
     print(f"wrote {path}: {prov.describe()}")

@@ -15,11 +15,12 @@ import gradio as gr
 from hf_fviz.exemplars import with_exemplars
 from hf_fviz.hub.sources import is_hub_dataset
 from hf_fviz.output.manifest import Item, Manifest
+from hf_fviz.settings import CPU_SPACE
 
 SAMPLES = "samples"
 SOURCE_HINT = "`samples` (hf_fviz's bundled photos) or a hub dataset ID `org/name`; empty: off"
-MIN_TOP, MAX_TOP, DEFAULT_TOP = 2, 8, 4  # the sanity check needs two exemplars at least
-MAX_IMAGES = 500  # images read from the source per run on this Space
+MIN_TOP, MAX_TOP, DEFAULT_TOP = CPU_SPACE.min_top, CPU_SPACE.max_top, CPU_SPACE.default_top
+MAX_IMAGES = CPU_SPACE.max_source_images
 
 
 @dataclass(frozen=True)
