@@ -2,7 +2,7 @@
 
 One streamed pass over the source finds the top images of every unit the run has to make
 (`hf_fviz.exemplars.find_exemplars`); each optimized batch then gets its units' exemplars and
-sanity check (`hf_fviz.sanity`). Writing them into the unit records, the manifest and grid.png
+sanity check (`hf_fviz.engine.sanity`). Writing them into the unit records, the manifest and grid.png
 is the output layer's (`hf_fviz.output.atlas_store`).
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .exemplars import ExemplarResult, attach, find_exemplars
-from .sanity import check_visualizations
+from .engine.sanity import check_visualizations
 
 
 def exemplar_request(source: str, *, top: int, max_images: int | None, split: str | None,

@@ -111,3 +111,20 @@ def test_imports_follow_the_flow(path: Path):
 def test_no_module_over_600_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in SOURCES if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}
     assert long == {}
+
+
+def test_every_module_imports():
+    """A moved module leaves no import behind (function-level imports run only when called)."""
+    import importlib
+
+    for path in SOURCES:
+        if path.name != "__main__.py":
+            importlib.import_module(module_name(path))
+    missing = []
+    for path in SOURCES:
+        for target in imports_of(path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"):
+            try:
+                importlib.import_module(target)
+            except ModuleNotFoundError as err:
+                missing.append(f"{module_name(path)} imports {target}: {err}")
+    assert missing == []

@@ -19,7 +19,7 @@ ARGS = ["--layer", LAYER, "--units", "0-2", "--batch", "2", "--steps", "2", "--s
 def test_atlas_records_exemplars_and_draws_them_beside_each_unit(hub_repos, tmp_path: Path, capsys) -> None:
     from hf_fviz import load_model, visualize
     from hf_fviz.exemplars import find_exemplars
-    from hf_fviz.sanity import sanity_check
+    from hf_fviz.engine.sanity import sanity_check
 
     out = tmp_path / "atlas"
     assert main(["atlas", MODEL, "--out", str(out), *ARGS, "--exemplars", "samples", "--top", "3"]) == 0

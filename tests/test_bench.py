@@ -218,12 +218,12 @@ def test_quality_table_reports_insertion_means_over_classes():
 
 
 def test_quality_sanity_rows_are_the_library_check_against_the_top_exemplars():
-    """`bench quality --sanity SOURCE`: each class's row is `hf_fviz.sanity`'s score and flag
+    """`bench quality --sanity SOURCE`: each class's row is `hf_fviz.engine.sanity`'s score and flag
     against that class's top exemplars in the source (recomputed here), and the table prints them."""
     import hf_fviz
     from hf_fviz.bench.quality import _sanity_rows
     from hf_fviz.exemplars import find_exemplars
-    from hf_fviz.sanity import sanity_check
+    from hf_fviz.engine.sanity import sanity_check
 
     model = hf_fviz.load_model("org/tiny-mobilenetv2", device="cpu")
     vis = hf_fviz.visualize(model, classes=[1, 2], steps=2, size=32, crops=1)

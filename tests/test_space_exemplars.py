@@ -29,7 +29,7 @@ def _run(app, caps, source: str | None, top: int = 3):  # noqa: F811
 
 def test_exemplars_are_shown_beside_each_visualization_with_its_sanity_score(app, caps):  # noqa: F811
     from hf_fviz.exemplars import find_exemplars
-    from hf_fviz.sanity import sanity_check
+    from hf_fviz.engine.sanity import sanity_check
 
     model, vis, run = _run(app, caps, "samples", top=3)
     gallery, table = exemplar_view({"model_id": "org/tiny-resnet", "folder": str(run.folder)})

@@ -103,7 +103,7 @@ def _insertion_rows(model: Any, vis: Sequence[Any], log: Log, *, slices: int = 3
 
 
 def _sanity_rows(model: Any, vis: Sequence[Any], source: str, top: int, log: Log) -> list[dict[str, Any]]:
-    """The sanity check (`hf_fviz.sanity`) of each visualization against its unit's top exemplars
+    """The sanity check (`hf_fviz.engine.sanity`) of each visualization against its unit's top exemplars
     in `source` and that source's random images."""
     from ..exemplars import with_exemplars
 

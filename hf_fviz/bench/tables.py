@@ -64,7 +64,7 @@ def quality_table(report: QualityReport) -> str:
                          f"{m.insertion_summary('ratio'):.2f} | {fmt(m.insertion_summary('ratio_all_views'), '.2f')} |")
     for m in (m for m in report.methods if m.sanity):
         scores = [row["score"] for row in m.sanity]
-        lines += ["", f"Sanity check of {m.method} (`hf_fviz.sanity`; score = share of the source's random images less close "
+        lines += ["", f"Sanity check of {m.method} (`hf_fviz.engine.sanity`; score = share of the source's random images less close "
                   f"to the class's exemplars than the visualization; flag below 0.5): mean score {np.nanmean(scores):.2f}, "
                   f"{sum(row['flag'] for row in m.sanity)} of {len(scores)} flagged.", "",
                   "| class | sanity score | flag | top exemplars |", "|---|---|---|---|"]

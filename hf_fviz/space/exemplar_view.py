@@ -1,6 +1,6 @@
 """Natural exemplars and the sanity check in the Space. When a visitor names an image source, each
 visualized unit is shown beside the images of that source that excite it most, with its sanity
-score (`hf_fviz.exemplars.with_exemplars`, `hf_fviz.sanity`): synthetic images alone can mislead,
+score (`hf_fviz.exemplars.with_exemplars`, `hf_fviz.engine.sanity`): synthetic images alone can mislead,
 the pairing with real images and the check are what make them trustworthy."""
 
 import html
