@@ -32,11 +32,11 @@ from PIL import Image
 
 from ..errors import AtlasError
 from ..results import Visualization
-from .exemplars import exemplar_entries, exemplar_files, exemplar_folder, jpeg_bytes
+from .exemplars import exemplar_entries, exemplar_files, exemplar_folder
 from .grid import caption, columns, tile_grid
 from .manifest import SHOWN_EXEMPLARS, Item, Manifest
 from .render import item_paths, rgb_image, rgba_image
-from .writer import MANIFEST, atomic_write
+from .writer import MANIFEST, atomic_write, jpeg_bytes, png_bytes
 
 FORMAT = "hf_fviz-atlas/1"
 RUN_FILE = "atlas.json"
@@ -56,12 +56,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-
-
-def _png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _sha256(data: bytes) -> str:
@@ -183,7 +177,7 @@ def write_unit(out: Path, vis: Visualization, index: int, *, shard: tuple[int, i
     """Both PNGs atomically, then the record (which is what makes the unit count as done);
     `share`: units in the batch, to split its seconds."""
     image_rel, rgba_rel = item_paths(vis, index)
-    data = {"image": _png_bytes(rgb_image(vis)), "rgba": _png_bytes(rgba_image(vis))}
+    data = {"image": png_bytes(rgb_image(vis)), "rgba": png_bytes(rgba_image(vis))}
     atomic_write(out / image_rel, data["image"])
     atomic_write(out / rgba_rel, data["rgba"])
     objective = float(vis.objective)
@@ -302,7 +296,7 @@ def merge(
     shown = _spread(spec.units, grid_max)
     by_unit = {r["unit"]: r for r in records}
     grid = _grid(out, [by_unit[u] for u in shown], tile=min(tile, int(settings.get("size", tile))), layer=spec.layer)
-    atomic_write(out / "grid.png", _png_bytes(grid))
+    atomic_write(out / "grid.png", png_bytes(grid))
     devices = sorted({str(r.get("device")) for r in records})
     manifest = Manifest(
         model=spec.model,

@@ -3,7 +3,6 @@ per-unit images, made small (the card's repo keeps every version forever)."""
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from PIL import Image
 from ..errors import PublishError
 from .grid import build_grid, tile_grid
 from .manifest import Item, Manifest
-from .writer import safe_name
+from .writer import png_bytes, safe_name
 
 ASSET_DIR = "feature_visualizations"
 MAX_GRID_BYTES = 1_000_000
@@ -65,9 +64,7 @@ def _open_image(path: Path) -> Image.Image:
 
 
 def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    return png_bytes(img, optimize=True)  # card assets go to the hub: smaller files
 
 
 def _fit_px(img: Image.Image, max_px: int) -> Image.Image:

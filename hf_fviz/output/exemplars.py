@@ -3,7 +3,6 @@ the output folder of `hf-fviz exemplars` (one row of exemplars per unit)."""
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ from PIL import Image
 
 from .grid import tile_grid
 from .manifest import Item, Manifest
-from .writer import MANIFEST, safe_name, staged_folder
+from .writer import MANIFEST, jpeg_bytes, safe_name, staged_folder
 
 
 def exemplar_image(ex: Any, *, crop: bool) -> Image.Image:
@@ -42,17 +41,11 @@ def exemplar_files(exemplars: Sequence[Any], folder: str) -> Iterator[tuple[str,
             yield f"{folder}/{j}_crop.jpg", exemplar_image(ex, crop=True)
 
 
-def jpeg_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
 def write_exemplars(exemplars: Sequence[Any], root: Path, folder: str) -> None:
     """The JPEGs of a unit's exemplars under `root/folder` (a staged folder: plain writes)."""
     (root / folder).mkdir(parents=True, exist_ok=True)
     for path, img in exemplar_files(exemplars, folder):
-        img.save(root / path, format="JPEG", quality=90)
+        (root / path).write_bytes(jpeg_bytes(img))
 
 
 def exemplar_folder(image_path: str) -> str:

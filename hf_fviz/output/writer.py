@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -18,12 +19,29 @@ import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
+from PIL import Image
+
 from ..errors import InvalidSettings
 
 MANIFEST = "manifest.json"
 SAFE_NAME_MAX = 80
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+JPEG_QUALITY = 90  # natural exemplars: photos, small files
+
+
+def png_bytes(img: Image.Image, *, optimize: bool = False) -> bytes:
+    """The PNG file of `img` (`optimize`: smaller, slower; for files that go to the hub)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=optimize)
+    return buf.getvalue()
+
+
+def jpeg_bytes(img: Image.Image) -> bytes:
+    """The JPEG file of `img` at `JPEG_QUALITY`."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
 
 
 def safe_name(text: object, *, max_len: int = SAFE_NAME_MAX) -> str:
