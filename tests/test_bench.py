@@ -250,3 +250,21 @@ def test_python_m_hf_fviz_bench_is_the_bench_command():
     assert proc.returncode == 2 and proc.stdout == ""
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "unknown case(s) z" in err[0]
+
+
+def test_bench_chunks_reports_the_automatic_choice_against_one_unit_and_the_best(monkeypatch):
+    """A tiny run of `bench chunks`: every chunk size timed, the automatic choice made for 4
+    units with a fresh calibration, and its ratios computed from the measured medians."""
+    from hf_fviz.bench import chunks
+
+    monkeypatch.setitem(chunks.SETTINGS, "ours", (48, 2))
+    report = chunks.run_chunks(model="org/tiny-resnet", chunks=(1, 2, 4), steps=3, rounds=1, settings=("ours",),
+                               units=(0, 1, 2, 3))
+    med = {r.chunk: r.s_per_unit_step for r in report.rows}
+    assert sorted(med) == [1, 2, 4] and all(t > 0 for t in med.values())
+    choice = report.auto["ours"][4]
+    assert choice in med
+    assert report.auto_vs_one["ours"][4] == pytest.approx(med[choice] / med[1])
+    assert report.auto_vs_best["ours"][4] == pytest.approx(med[choice] / min(med.values()))
+    table = chunks.chunks_table(report)
+    assert f"ours, 4 units: {choice} per chunk" in table and "(automatic for 4 units)" in table

@@ -104,6 +104,35 @@ def test_maco_keeps_magnitude_fixed_and_is_per_image():
     assert p.phase.grad[1].abs().sum() == 0  # image 1 does not depend on image 0's phase
 
 
+def test_smooth_sizes_have_only_small_prime_factors():
+    from hf_fviz.engine.transforms import smooth_size
+
+    assert [smooth_size(s) for s in (748, 750, 384, 385, 2, 1)] == [750, 750, 384, 400, 2, 2]
+
+
+def test_band_of_standardized_values_and_gradient_inside_the_band_only():
+    """The fused band cut gives the values of low_band(standardize(x) * scale, side) and, inside
+    the band, the written-out gradient; the frequencies outside the band get none (a step that
+    does not render them leaves their phase alone)."""
+    import math
+
+    from hf_fviz.engine.param import band_of_standardized, low_band
+
+    x = torch.randn(3, 3, 64, 33, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 3, 40, 21, dtype=torch.float64)
+    (low_band(standardize(x) * math.pi, 40) * w).sum().backward()
+    expected = x.grad.clone()
+    x.grad = None
+    fused = band_of_standardized(x, 40, math.pi)
+    (fused * w).sum().backward()
+    assert torch.allclose(fused, low_band(standardize(x) * math.pi, 40), atol=1e-12)
+    inside = torch.zeros_like(x, dtype=torch.bool)
+    inside[..., :20, :21] = True
+    inside[..., 44:, :21] = True
+    assert torch.allclose(x.grad[inside], expected[inside], atol=1e-12)
+    assert x.grad[~inside].abs().max() == 0 and expected[~inside].abs().min() > 0
+
+
 def test_standardize_per_image():
     x = torch.randn(2, 3, 4, 4) * torch.tensor([1.0, 10.0]).view(2, 1, 1, 1)
     s = standardize(x)
@@ -213,7 +242,7 @@ def test_training_render_keeps_only_the_frequencies_the_crops_can_see():
 
     crops = RandomCrops(CropSettings(crops=4, scale=(0.9, 0.4)), out_size=(224, 224), steps=10)
     side = crops.render_size(1280)
-    assert side == 748 and crops.render_size(384) == 384
+    assert side == 750 and crops.render_size(384) == 384  # 224 / 0.3 = 747 px, rounded up to 2 * 3 * 5^3
     param = MacoImage(1, 1280, seeds=[3])
     param.render_size = side
     param.train()
@@ -224,3 +253,30 @@ def test_training_render_keeps_only_the_frequencies_the_crops_can_see():
     seen = F.interpolate(full, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
     corr = torch.corrcoef(torch.stack([seen.flatten(), small.detach().flatten()]))[0, 1]
     assert corr > 0.97, corr
+
+
+def test_render_side_follows_the_crops_coarse_to_fine():
+    """Each step renders the canvas at the side its smallest crop can resolve: small early (big
+    crops), up to `render_size` late; the loop uses it and still returns full-canvas maps."""
+    from hf_fviz.engine.optimize import LoopSettings, optimize
+    from hf_fviz.engine.param import MacoImage
+
+    t = RandomCrops(CropSettings(crops=4, scale=(0.9, 0.4), whole_view=True), out_size=(224, 224), steps=10, seed=0)
+    sides = []
+    for s in range(10):  # as the loop does: the side first, then the crops of the same boxes
+        sides.append(t.render_side(s, 1280))
+        assert t.boxes(s) is t.boxes(s)  # drawn once per step
+        assert 224 / float(t.boxes(s)[:, 0].min()) <= sides[-1]  # every crop gets at least 224 px of canvas
+    assert sides[0] < 300 and sides[-1] >= 560 and max(sides) <= t.render_size(1280) == 750
+
+    crops = RandomCrops(CropSettings(crops=3, scale=(0.9, 0.4), whole_view=True), out_size=(32, 32), steps=8, seed=1)
+    param = MacoImage(2, 256, seeds=[0, 1], render_size=crops.render_size(256))
+    asked: list[int] = []
+    side_of = crops.render_side
+    crops.render_side = lambda step, canvas: asked.append(side_of(step, canvas)) or asked[-1]
+    seen: list[int] = []
+    res = optimize(param, lambda x: x.view(2, 3, -1).mean(dim=(1, 2)), transforms=crops, normalize=lambda x: x,
+                   settings=LoopSettings(steps=8, lr=0.3), progress=lambda s, n, info: seen.append(info["images"]().shape[-1]))
+    assert seen == asked and len(seen) == 8 and seen[0] < seen[-1]
+    assert res.images.shape == (2, 3, 256, 256) and res.transparency.shape == (2, 256, 256)
+    assert float(res.transparency.min()) >= 0 and float(res.transparency.sum()) > 0

@@ -13,9 +13,10 @@ import torch
 
 from ..api import visualize
 from ..engine.methods import auto_batch_size
+from ..settings import DEFAULT_CROPS, DEFAULT_SIZE
 from .horama import HoramaSettings, LoadedPair, horama_objective, run_horama
 
-CASES = ("a", "b", "c", "d", "e")
+CASES = ("a", "b", "c", "d", "e", "f")
 SIXTEEN_CLASSES = (1, 9, 22, 76, 130, 207, 285, 291, 309, 323, 388, 409, 430, 574, 805, 954)
 
 
@@ -36,15 +37,18 @@ class SpeedCase:
 
 
 def speed_cases(model: str = "builtin:mobilenetv2") -> dict[str, SpeedCase]:
-    """The five cases of the speed benchmark (horama's default canvas and crops everywhere)."""
+    """The six cases of the speed benchmark (horama's default canvas and crops, except case f:
+    the step overhead at our own defaults). Goals: issue 15's."""
     return {
-        "a": SpeedCase("a", f"{model}, one class (goldfish), horama defaults", model, "logits", (1,), 2.0),
-        "b": SpeedCase("b", f"{model}, 16 classes: one batched run vs 16 horama runs, per unit", model, "logits", SIXTEEN_CLASSES, 2.0),
+        "a": SpeedCase("a", f"{model}, one class (goldfish), horama defaults", model, "logits", (1,), 2.8),
+        "b": SpeedCase("b", f"{model}, 16 classes: one batched run vs 16 horama runs, per unit", model, "logits", SIXTEEN_CLASSES, 2.8),
         "c": SpeedCase("c", "ResNet-50 (random weights), channel 7 of the first stage (layer1)", "random:resnet50", "layer1", (7,), 3.0),
         "d": SpeedCase("d", "ViT-B/16 (random weights), channel 7 of the MLP hidden layer of block 6", "random:vit_base_patch16_224",
                        "blocks.6.mlp.act", (7,), 1.8),
         "e": SpeedCase("e", f"{model}, one class: hf_fviz step / bare model forward+backward on the same crop batch", model, "logits",
-                       (1,), 1.25, kind="overhead"),
+                       (1,), 1.3, kind="overhead"),
+        "f": SpeedCase("f", f"{model}, one class: hf_fviz step / bare model forward+backward, hf_fviz defaults", model, "logits",
+                       (1,), 1.3, kind="overhead", size=DEFAULT_SIZE, crops=DEFAULT_CROPS),
     }
 
 

@@ -3,8 +3,10 @@
 For each setting (horama's canvas and crops, and ours), time one unit alone and chunks of 2, 4, 8
 and 16 units: seconds per unit-step, the median over interleaved rounds (each round runs every
 chunk size once, in an order that alternates between rounds), wall clock and process CPU time.
-Then ask `auto_batch_size` for its choice on the same 16 units and compare its per-unit time with
-the best measured one. Everything runs in one process, under a `LoadMonitor`; a busy machine marks
+Then ask `auto_batch_size` for its choice on the first 4 and on all 16 units (a fresh calibration
+each) and compare each choice's per-unit time with the best measured size it could have chosen
+and with one unit alone (issue 15's goals: never more per unit than one unit alone, within 5 % of
+the best). Everything runs in one process, under a `LoadMonitor`; a busy machine marks
 the table.
 """
 
@@ -40,11 +42,18 @@ class ChunkRow:
     relative_to_one: float
 
 
+AUTO_UNITS = (4, 16)  # the N of issue 15's goal
+
+
 @dataclass
 class ChunkReport:
+    """`auto[setting][n]`: the automatic chunk size for n units; `auto_vs_best[setting][n]`: its
+    measured time per unit-step over the best size up to n; `auto_vs_one[setting][n]`: over one unit alone."""
+
     rows: list[ChunkRow]
-    auto: dict[str, int]
-    auto_vs_best: dict[str, float]
+    auto: dict[str, dict[int, int]]
+    auto_vs_best: dict[str, dict[int, float]]
+    auto_vs_one: dict[str, dict[int, float]]
     threads: int
     machine: MachineLoad | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
@@ -75,10 +84,11 @@ def _per_unit_step(vm: Any, units: Sequence[int], *, chunk: int, size: int, crop
 
 
 def run_chunks(*, model: str = "builtin:mobilenetv2", chunks: Sequence[int] = (1, 2, 4, 8, 16), steps: int = 4,
-               rounds: int = 3, settings: Sequence[str] = ("horama", "ours"),
+               rounds: int = 3, settings: Sequence[str] = ("horama", "ours"), units: Sequence[int] = UNITS16,
                log: Log = lambda _m: None) -> ChunkReport:
     vm = load_model(model, device="cpu")
-    _per_unit_step(vm, UNITS16, chunk=1, size=DEFAULT_SIZE, crops=DEFAULT_CROPS, steps=2)  # warm-up: first-call costs
+    size, crops = SETTINGS[settings[0]]
+    _per_unit_step(vm, units, chunk=1, size=size, crops=crops, steps=2)  # warm-up: first-call costs
     monitor = LoadMonitor().start()
     samples: dict[str, list[float]] = {}
     for r in range(rounds):
@@ -87,27 +97,31 @@ def run_chunks(*, model: str = "builtin:mobilenetv2", chunks: Sequence[int] = (1
             order = list(chunks) if r % 2 == 0 else list(reversed(chunks))
             for c in order:
                 log(f"round {r + 1}/{rounds}: {name} (canvas {size}, {crops} crops), chunk {c}")
-                wall, cpu = _per_unit_step(vm, UNITS16, chunk=c, size=size, crops=crops, steps=steps)
+                wall, cpu = _per_unit_step(vm, units, chunk=c, size=size, crops=crops, steps=steps)
                 samples.setdefault(f"{name}/{c}/wall", []).append(wall)
                 samples.setdefault(f"{name}/{c}/cpu", []).append(cpu)
-    auto: dict[str, int] = {}
+    auto: dict[str, dict[int, int]] = {}
     for name in settings:
         size, crops = SETTINGS[name]
-        chunking.forget()
-        auto[name] = auto_batch_size(vm, layer="logits", units=UNITS16, size=size, crops=crops)
-        log(f"{name}: automatic chunk size {auto[name]}")
+        for n in [n for n in AUTO_UNITS if n <= len(units)] or [len(units)]:
+            chunking.forget()
+            choice = auto_batch_size(vm, layer="logits", units=list(units[:n]), size=size, crops=crops)
+            auto.setdefault(name, {})[n] = choice
+            log(f"{name}: automatic chunk size for {n} units: {choice}")
     machine = monitor.stop()
     rows: list[ChunkRow] = []
-    auto_vs_best: dict[str, float] = {}
+    auto_vs_best: dict[str, dict[int, float]] = {}
+    auto_vs_one: dict[str, dict[int, float]] = {}
     for name in settings:
         size, crops = SETTINGS[name]
         med = {c: statistics.median(samples[f"{name}/{c}/wall"]) for c in chunks}
         for c in chunks:
             rows.append(ChunkRow(name, size, crops, c, med[c], statistics.median(samples[f"{name}/{c}/cpu"]), med[c] / med[1]))
-        a = auto[name]
-        if a in med:
-            auto_vs_best[name] = med[a] / min(med.values())
-    return ChunkReport(rows, auto, auto_vs_best, torch.get_num_threads(), machine, samples)
+        for n, a in auto[name].items():
+            if a in med:
+                auto_vs_best.setdefault(name, {})[n] = med[a] / min(t for c, t in med.items() if c <= n)
+                auto_vs_one.setdefault(name, {})[n] = med[a] / med[1]
+    return ChunkReport(rows, auto, auto_vs_best, auto_vs_one, torch.get_num_threads(), machine, samples)
 
 
 def chunks_table(report: ChunkReport) -> str:
@@ -117,12 +131,15 @@ def chunks_table(report: ChunkReport) -> str:
     lines += ["| setting | canvas, crops | units per chunk | s per unit-step | CPU s per unit-step | vs one unit alone |",
               "|---|---|---|---|---|---|"]
     for r in report.rows:
-        mark = " (automatic)" if report.auto.get(r.setting) == r.chunk else ""
+        chosen = [str(n) for n, c in report.auto.get(r.setting, {}).items() if c == r.chunk]
+        mark = f" (automatic for {' and '.join(chosen)} units)" if chosen else ""
         lines.append(f"| {r.setting} | {r.size}, {r.crops} | {r.chunk}{mark} | {r.s_per_unit_step:.3f} | "
                      f"{r.cpu_s_per_unit_step:.3f} | {r.relative_to_one:.2f}x |")
     lines.append("")
-    auto = ", ".join(f"{k}: {v} units, {report.auto_vs_best.get(k, float('nan')):.2f}x the best measured"
-                     for k, v in report.auto.items())
+    auto = "; ".join(
+        f"{name}, {n} units: {c} per chunk, {report.auto_vs_one.get(name, {}).get(n, float('nan')):.2f}x one unit alone, "
+        f"{report.auto_vs_best.get(name, {}).get(n, float('nan')):.2f}x the best measured size"
+        for name, choices in report.auto.items() for n, c in choices.items())
     lines.append(f"Medians over interleaved rounds, torch threads {report.threads}. Automatic choice: {auto}. "
                  + (f"Machine: {report.machine.describe()}." if report.machine else ""))
     return "\n".join(lines)

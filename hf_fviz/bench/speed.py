@@ -15,6 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..engine.heap import steady_heap
 from ..engine.speed import SPEEDUPS, apply
 from ..errors import InvalidSettings
 from .loadcheck import LoadMonitor
@@ -135,7 +136,11 @@ def run_speed(settings: SpeedSettings = SpeedSettings(), *, log: Log | None = No
             pairs[case.model] = load_pair(case.model, with_horama=True)
             apply(pairs[case.model].vision_model, settings.speedups)
         log(f"case {name}: {case.title} (canvas {size}, {crops} crops)")
-        samples = time_case(case, pairs[case.model], settings, log)
+        # Every arm runs with the allocator settings of hf_fviz's loop: once a loop has changed
+        # glibc's mmap/trim settings, code outside it page-faults more than in a fresh process
+        # (the bare model: 23 thousand against 9 thousand faults per step), which flattered us.
+        with steady_heap():
+            samples = time_case(case, pairs[case.model], settings, log)
         per_unit = len(case.units)
         ours = median(samples["hf_fviz"])  # per unit-step already (StepClock.units_per_step)
         other = median(samples["other"])

@@ -40,6 +40,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> Handler:
     q.add_argument("--no-imagesets", action="store_true", help="skip the image-set (dual/facets) quality table")
     q.add_argument("--insertion-slices", type=int, default=32, metavar="N",
                    help="insertion test of the transparency maps in N slices (default 32; 0 skips it)")
+    q.add_argument("--seed", type=int, default=0, help="seed of every visualization (default 0): run a few to tell a change from chance")
     q.add_argument("--sanity", default=None, metavar="SOURCE",
                    help="sanity check of each class against its top-4 exemplars in SOURCE (e.g. samples; default skipped)")
     return _bench
@@ -73,7 +74,7 @@ def _bench(args: argparse.Namespace) -> int:
                                       crops=args.crops, out=args.out,
                                       horama=bench.HoramaSettings(size=args.horama_size, crops=args.horama_crops),
                                       imagesets=not args.no_imagesets, insertion_slices=args.insertion_slices,
-                                      sanity=args.sanity)
+                                      sanity=args.sanity, seed=args.seed)
     report = bench.run_quality(qsettings, log=log)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1, default=str))

@@ -7,7 +7,9 @@ A fixed default of 16 units (96 crops) made each unit 2.65x slower on a 2-core C
 
 `pick_chunk` times a few real steps (canvas, crops, model, objective, backward: the whole step) at
 chunk sizes 1, 2, 4, ... up to the number of units and keeps the one with the lowest time per
-unit-step; it stops doubling once a size is clearly slower than the best so far. Sizes within 3 %
+unit-step; it stops doubling once a size is clearly slower than the best so far. Then it times the
+same sizes again, largest first, and keeps each size's faster time: with one round, a moment of
+other load during one size's probe made the choice 18-22 % slower than the best size. Sizes within 3 %
 of the best count as equal and the smallest of them wins (less memory, earlier first results). The
 choice is remembered per model, layers, method, canvas, crops, device and thread count, so an
 atlas or a Space pays for the calibration once per process.
@@ -20,16 +22,19 @@ from collections.abc import Callable, Hashable
 
 TIE = 0.03  # sizes within 3 % of the best per-unit time count as equal
 WORSE = 0.15  # stop doubling once a size is this much slower per unit than the best so far
+ROUNDS = 2  # times each size is timed; one round picked 18-22 % off the best on a 2-core CPU
 
 _cache: dict[Hashable, tuple[int, int]] = {}  # key -> (chosen, largest size tried)
 _lock = threading.Lock()
 
 
-def pick_chunk(seconds_per_step: Callable[[int], float], *, units: int, largest: int, key: Hashable | None = None) -> int:
+def pick_chunk(seconds_per_step: Callable[[int], float], *, units: int, largest: int, key: Hashable | None = None,
+               rounds: int = ROUNDS) -> int:
     """The chunk size (units optimized together) with the lowest measured time per unit-step.
 
     `seconds_per_step(c)` runs a short throwaway optimization of `c` units and returns its
-    steady step time; `largest` caps the sizes tried (what fits in memory)."""
+    steady step time; `largest` caps the sizes tried (what fits in memory). Each size is timed
+    `rounds` times (the later rounds in reverse order) and its fastest time counts."""
     cap = max(1, min(units, largest))
     if cap == 1:
         return 1
@@ -50,6 +55,9 @@ def pick_chunk(seconds_per_step: Callable[[int], float], *, units: int, largest:
         best = min(per_unit.values())
         if per_unit[c] > best * (1 + WORSE):
             break
+    for _ in range(1, rounds):  # again, largest first: a slow moment then hits other sizes
+        for c in sorted(per_unit, reverse=True):
+            per_unit[c] = min(per_unit[c], seconds_per_step(c) / c)
     best = min(per_unit.values())
     chosen = min(c for c, t in per_unit.items() if t <= best * (1 + TIE))
     if key is not None:

@@ -55,10 +55,12 @@ class LoopSettings:
     deadline: float | None = None
 
     def make_optimizer(self, params: Sequence[torch.Tensor]) -> torch.optim.Optimizer:
+        # foreach: the multi-tensor kernels, also for one tensor: 10 ms against 14 ms per NAdam
+        # step for a 1280 px MACO phase on 2 CPU cores (the default on CUDA already).
         if self.optimizer == "nadam":
-            return torch.optim.NAdam(params, lr=self.lr)
+            return torch.optim.NAdam(params, lr=self.lr, foreach=True)
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr)
+            return torch.optim.Adam(params, lr=self.lr, foreach=True)
         raise InvalidSettings(f"unknown optimizer {self.optimizer!r}: use 'nadam' or 'adam'")
 
 
@@ -103,8 +105,11 @@ def optimize(
     info_every = max(1, settings.steps // 64)
     optimizer = settings.make_optimizer(list(param.parameters()))
     n, size = param.n, param.size
-    transparency: torch.Tensor | None = None  # at the training render size (see ImageParam.render_size)
-    transparency_all: torch.Tensor | None = None
+    # The spectral parametrizations render each step at the side its crops can resolve
+    # (`render_side`, coarse to fine); the maps are summed per render side and upsampled at the end.
+    side_of = getattr(transforms, "render_side", None) if param.render_size is not None else None
+    transparency: dict[int, torch.Tensor] = {}
+    transparency_all: dict[int, torch.Tensor] = {}
     history = torch.zeros(settings.steps, n, device=device)
     info: dict[str, Any] = {"objective": float("nan")}
     start = time.perf_counter()
@@ -112,6 +117,8 @@ def optimize(
     param.train()
     for step in range(settings.steps):
         optimizer.zero_grad(set_to_none=True)
+        if side_of is not None:
+            param.render_size = side_of(step, size)
         images = param()
         images.retain_grad()
         x = normalize(images)
@@ -127,11 +134,9 @@ def optimize(
             loss = loss + extra_loss(images, step).float().sum()
         loss.backward()
         with torch.no_grad():
-            grad = images.grad.abs().sum(dim=1)
-            transparency_all = grad if transparency_all is None else transparency_all.add_(grad)
+            _accumulate(transparency_all, images.grad.abs().sum(dim=1))
             if tap is not None:
-                grad = _through(normalize, images, tap.grad).abs().sum(dim=1)
-                transparency = grad if transparency is None else transparency.add_(grad)
+                _accumulate(transparency, _through(normalize, images, tap.grad).abs().sum(dim=1))
             history[step] = values.detach()
         if step % check_every == 0 or step == settings.steps - 1:
             _check_finite(values.detach(), loss.detach(), step)
@@ -160,7 +165,7 @@ def optimize(
     all_views = _to_canvas(transparency_all, n, size).cpu()
     return OptimizationResult(
         images=images.float().cpu(),
-        transparency=_to_canvas(transparency, n, size).cpu() if transparency is not None else all_views,
+        transparency=_to_canvas(transparency, n, size).cpu() if transparency else all_views,
         transparency_all=all_views,
         history=history[:done].cpu().numpy(),
         final=final.cpu().numpy(),
@@ -181,16 +186,26 @@ def _through(normalize: Callable[[torch.Tensor], torch.Tensor], images: torch.Te
     return out
 
 
-def _to_canvas(transparency: torch.Tensor | None, n: int, size: int) -> torch.Tensor:
-    """The transparency map on the full canvas: a map accumulated at a lower render size is
+def _accumulate(maps: dict[int, torch.Tensor], grad: torch.Tensor) -> None:
+    """Add a step's map (N, side, side) to the running sum of its render side."""
+    side = grad.shape[-1]
+    if side in maps:
+        maps[side].add_(grad)
+    else:
+        maps[side] = grad
+
+
+def _to_canvas(maps: dict[int, torch.Tensor], n: int, size: int) -> torch.Tensor:
+    """The transparency map on the full canvas: maps accumulated at lower render sizes are
     upsampled, each coarse gradient spread over the (size / side)^2 pixels it stands for."""
-    if transparency is None:
-        return torch.zeros(n, size, size)
-    side = transparency.shape[-1]
-    if side == size:
-        return transparency
-    up = torch.nn.functional.interpolate(transparency[:, None], size=(size, size), mode="bilinear", align_corners=False)
-    return up[:, 0] * (side / size) ** 2
+    out: torch.Tensor | None = None
+    for side in sorted(maps):
+        m = maps[side]
+        if side != size:
+            up = torch.nn.functional.interpolate(m[:, None], size=(size, size), mode="bilinear", align_corners=False)
+            m = up[:, 0] * (side / size) ** 2
+        out = m if out is None else out + m
+    return out if out is not None else torch.zeros(n, size, size)
 
 
 def _check_finite(values: torch.Tensor, loss: torch.Tensor, step: int) -> None:

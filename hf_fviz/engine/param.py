@@ -13,8 +13,10 @@ normalization is applied afterwards by the loop. The FFT work runs in float32 (n
 - `ImageMaco`, `ImagePixels`, `PaperPixels`: the same kinds started from given images instead
   of noise (the image-set methods start each image from its cluster's mean image).
 
-While optimizing, MACO and Fourier render only the frequencies the crops can see (`render_size`,
-given by the loop setup from the smallest crop, `engine.run`): at a 1280 px canvas that skips most of the FFT work.
+While optimizing, MACO and Fourier render only the frequencies the crops can see (`render_size`:
+the loop sets it every step from that step's smallest crop, `RandomCrops.render_side`, so the
+render grows from about 250 px to 750 px over a run at a 1280 px canvas, coarse to fine): that
+skips most of the FFT and canvas work. The final image is rendered at the full canvas.
 
 Standardization is per image, so a batch of N images behaves exactly like N separate runs.
 Seeds: `seeds[i]` fixes image i's initial parameters (the same seed gives the same start for any
@@ -65,6 +67,59 @@ class _Standardize(torch.autograd.Function):
 def standardize(x: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit std per image (over every dim but the first)."""
     return _Standardize.apply(x)
+
+
+class _BandOfStandardized(torch.autograd.Function):
+    """`low_band(standardize(x) * scale, side)` without the full-size standardized tensor, and
+    with no gradient for the frequencies outside the band.
+
+    Why: MACO's phase is standardized over the whole grid but a training step renders only the
+    band its crops can see. Written out, the forward pass makes three full-size tensors and the
+    backward gives every unseen frequency a gradient made of the standardization's coupling term
+    alone (-mean(g)/d - centered * c): two numbers per image, which NAdam, normalizing per
+    element, turned into full-size phase steps of every unseen frequency in lockstep (measured
+    with the coarse-to-fine render at our defaults: judge top-5 fell from 95-100 % to 80-90 % on
+    the 20 benchmark classes). Here the forward pass writes only the band, and the unseen
+    frequencies keep their phase until a step renders them; inside the band the gradient is the
+    exact one. Same reductions as `_Standardize` (over contiguous rows), so a batch of N images
+    still behaves exactly like N single runs."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, side: int, scale: float) -> torch.Tensor:  # type: ignore[override]
+        n = x.shape[0]
+        flat = x.reshape(n, -1)
+        length = flat.shape[1]
+        centered = flat - flat.mean(dim=1, keepdim=True)
+        std = (centered.pow(2).sum(dim=1, keepdim=True) / max(length - 1, 1)).sqrt()
+        band = low_band(centered.view_as(x), side)
+        ctx.save_for_backward(centered, std, band)
+        ctx.shape, ctx.side, ctx.scale = x.shape, side, scale
+        return band * (scale / (std + EPS)).view(n, *([1] * (band.dim() - 1)))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        centered, std, band = ctx.saved_tensors
+        n, length = centered.shape
+        d = std + EPS
+        g = grad.contiguous().reshape(n, -1) * ctx.scale  # the gradient w.r.t. the standardized band
+        g_mean = g.sum(dim=1, keepdim=True) / length  # mean over the full grid: zero outside the band
+        gc = (g * band.reshape(n, -1)).sum(dim=1, keepdim=True)
+        coef = gc / (d * d * std.clamp_min(1e-12) * max(length - 1, 1))
+        inside = ((g - g_mean) / d - band.reshape(n, -1) * coef).view(grad.shape)
+        gx = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device)
+        side, size = ctx.side, ctx.shape[-2]
+        half = side // 2
+        gx[..., :half, : half + 1] = inside[..., :half, :]
+        gx[..., size - half :, : half + 1] = inside[..., half:, :]
+        return gx, None, None
+
+
+def band_of_standardized(x: torch.Tensor, side: int, scale: float = 1.0) -> torch.Tensor:
+    """`low_band(standardize(x) * scale, side)`, without full-size intermediates; only the band
+    gets a gradient (see `_BandOfStandardized`)."""
+    if side >= x.shape[-2]:
+        return standardize(x) * scale
+    return _BandOfStandardized.apply(x, side, scale)
 
 
 def _randn(shape: tuple[int, ...], seeds: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -130,11 +185,18 @@ class MacoImage(ImageParam):
         mag = magnitude if magnitude is not None else load_spectrum(spectrum, size=size)
         self.register_buffer("magnitude", mag.to(self.device, torch.float32))
         self.phase = nn.Parameter(_randn((3, size, size // 2 + 1), seeds, self.device))
+        self._band: tuple[int, torch.Tensor] | None = None
+
+    def _magnitude_band(self, side: int) -> torch.Tensor:
+        """The magnitude's low band for `side`, cut once (it is fixed) rather than every step."""
+        if self._band is None or self._band[0] != side or self._band[1].device != self.magnitude.device:
+            self._band = (side, low_band(self.magnitude, side).contiguous())
+        return self._band[1]
 
     def forward(self) -> torch.Tensor:
         side = self._side()
-        phase = low_band(standardize(self.phase) * self.phase_scale, side)
-        magnitude = low_band(self.magnitude, side)
+        phase = band_of_standardized(self.phase, side, self.phase_scale)
+        magnitude = self._magnitude_band(side)
         spectrum = torch.complex(torch.cos(phase) * magnitude, torch.sin(phase) * magnitude)
         x = torch.fft.irfft2(spectrum, s=(side, side))
         return torch.sigmoid(recorrelate(standardize(x)))

@@ -1,7 +1,7 @@
 """Batched random crops and noise: the augmentations that make MACO images robust.
 
-One `grid_sample` call cuts all K crops out of all N images: the K crop grids are stacked into
-one tall grid shared by the N images, so the canvases are never copied. Crops and noise depend
+Each crop is a slice of the canvas (whole pixels) resized to the model input by one bilinear
+`interpolate` over all N images at once, so the canvases are never copied. Crops and noise depend
 only on the seed and the step (the same for every image of a batch), so a batched run of N
 units gives exactly the images of N single runs with that seed.
 
@@ -63,6 +63,7 @@ class RandomCrops:
         self.device = torch.device(device)
         self._cpu_gen = torch.Generator().manual_seed(int(seed))
         self._dev_gen = torch.Generator(device=self.device).manual_seed(int(seed) + 1)
+        self._drawn: tuple[int, torch.Tensor] | None = None  # the last step's boxes
 
     @property
     def crops(self) -> int:
@@ -75,15 +76,35 @@ class RandomCrops:
 
     def render_size(self, canvas: int) -> int:
         """The canvas resolution the crops can resolve: the model input over the smallest crop
-        side (scheduled minimum less two jitter std), even, at most `canvas`."""
+        side (scheduled minimum less two jitter std), rounded up to an FFT-friendly even size,
+        at most `canvas`."""
         s = self.settings
         smallest = 1.0 if s.crops == 0 else max(0.05, min(s.scale) - 2 * s.scale_jitter)
-        side = math.ceil(max(self.out_size) / smallest / 2) * 2
+        side = smooth_size(math.ceil(max(self.out_size) / smallest / 2) * 2)
+        return min(canvas, side)
+
+    def render_side(self, step: int, canvas: int) -> int:
+        """The canvas resolution this step's crops can resolve: the model input over the smallest
+        of its boxes, FFT-friendly, at most `canvas`.
+
+        Why per step: the crops shrink over the schedule (0.9 -> 0.4 of the canvas by default), so
+        the early steps need a canvas of 250 px where the last ones need 750 px; the spectral
+        parametrizations render only that band (coarse to fine), which halves the canvas work of
+        a run at a 1280 px canvas. `render_size` is the largest side over the schedule."""
+        smallest = float(self.boxes(step)[:, 0].min())
+        side = smooth_size(math.ceil(max(self.out_size) / smallest / 2) * 2)
         return min(canvas, side)
 
     def boxes(self, step: int) -> torch.Tensor:
         """(K', 3) random crop boxes for a step (K' = `random_crops`): side, centre x, centre y
-        (fractions of the canvas)."""
+        (fractions of the canvas). Drawn once per step: asking again for the same step (as the
+        loop does for `render_side`) gives the same boxes."""
+        if self._drawn is not None and self._drawn[0] == step:
+            return self._drawn[1]
+        self._drawn = (step, self._draw(step))
+        return self._drawn[1]
+
+    def _draw(self, step: int) -> torch.Tensor:
         s = self.settings
         k = self.random_crops
         if s.crops == 0:
@@ -117,23 +138,40 @@ class RandomCrops:
         n, c, height, width = images.shape
         h, w = self.out_size
         boxes = self.boxes(step)
-        k = boxes.shape[0]
         # Crops much bigger than the model input are cut from a 2x/3x average-pooled canvas
         # (a cheap mipmap-style antialias): every canvas pixel still gets gradient, and the
-        # grid_sample backward stays at the output size.
+        # resampling's backward stays at the output size.
         ratio = float(boxes[:, 0].max()) * max(height / h, width / w)  # canvas px per output px
         factor = min(4, max(1, int(ratio + 0.5)))
-        source = F.avg_pool2d(images, factor, ceil_mode=True) if factor > 1 else images
-        # The box's longer side is `side` (of the canvas); its aspect follows the model input.
-        theta = torch.zeros(k, 2, 3)
-        theta[:, 0, 0] = boxes[:, 0] * (w / max(h, w)) * (height / max(height, width))
-        theta[:, 1, 1] = boxes[:, 0] * (h / max(h, w)) * (width / max(height, width))
-        theta[:, 0, 2] = 2 * boxes[:, 1] - 1
-        theta[:, 1, 2] = 2 * boxes[:, 2] - 1
-        grid = F.affine_grid(theta, [k, c, h, w], align_corners=False).to(images.device, images.dtype)
-        grid = grid.reshape(1, k * h, w, 2).expand(n, -1, -1, -1)
-        out = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return out.view(n, c, k, h, w).transpose(1, 2).reshape(n * k, c, h, w)
+        # (A view when not pooled: autograd then sums the K slices' gradients before they reach
+        # the canvas, as one term, whatever else the canvas feeds.)
+        source = F.avg_pool2d(images, factor, ceil_mode=True) if factor > 1 else images.view_as(images)
+        out = [F.interpolate(source[..., y0:y1, x0:x1], size=(h, w), mode="bilinear", align_corners=False)
+               for y0, y1, x0, x1 in self._pixel_boxes(boxes, (height, width), source.shape[-2:], factor)]
+        return torch.stack(out, dim=1).flatten(0, 1)
+
+    def _pixel_boxes(
+        self, boxes: torch.Tensor, canvas: tuple[int, int], source: tuple[int, int], factor: int
+    ) -> list[tuple[int, int, int, int]]:
+        """Each box as whole pixels of the (pooled) source: rows y0:y1, columns x0:x1.
+
+        Why whole pixels: a crop is then a slice plus one bilinear resize, whose backward is a
+        few times faster on a CPU than `grid_sample`'s scatter (and it stays inside the canvas
+        by construction). Rounding moves a box by at most half a source pixel, less than the
+        random jitter of its centre. The box's longer side is `side` (of the canvas); its aspect
+        follows the model input."""
+        (height, width), (sh, sw) = canvas, source
+        h, w = self.out_size
+        longest = max(height, width)
+        out = []
+        for side, cx, cy in boxes.tolist():
+            bw = side * (w / max(h, w)) * (height / longest) * width / factor  # box size in source px
+            bh = side * (h / max(h, w)) * (width / longest) * height / factor
+            pw, ph = min(sw, max(1, round(bw))), min(sh, max(1, round(bh)))
+            x0 = min(max(0, round(cx * width / factor - pw / 2)), sw - pw)
+            y0 = min(max(0, round(cy * height / factor - ph / 2)), sh - ph)
+            out.append((y0, y0 + ph, x0, x0 + pw))
+        return out
 
     def add_noise(self, crops: torch.Tensor, k: int) -> torch.Tensor:
         """Gaussian plus uniform noise, one draw per crop slot shared across the N images."""
@@ -141,10 +179,27 @@ class RandomCrops:
         if sigma <= 0:
             return crops
         shape = (1, k, *crops.shape[1:])
-        noise = torch.randn(shape, generator=self._dev_gen, device=self.device) * sigma
-        noise += (torch.rand(shape, generator=self._dev_gen, device=self.device) - 0.5) * sigma
+        noise = torch.randn(shape, generator=self._dev_gen, device=self.device).mul_(sigma)
+        noise.add_(torch.rand(shape, generator=self._dev_gen, device=self.device), alpha=sigma).sub_(sigma / 2)
         n = crops.shape[0] // k
         return (crops.view(n, k, *crops.shape[1:]) + noise.to(crops.dtype)).view_as(crops)
+
+
+def smooth_size(side: int) -> int:
+    """The smallest even number >= `side` with no prime factor above 5.
+
+    Why: the spectral parametrizations run an inverse FFT of the render size every step, and
+    FFTs of sizes with large prime factors are slow (748 = 4 * 11 * 17 took 28 ms for the inverse
+    FFT and its backward on 2 CPU cores; 750 = 2 * 3 * 5^3 took 20 ms)."""
+    n = max(2, side + side % 2)
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 2
 
 
 def resize_whole(images: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
