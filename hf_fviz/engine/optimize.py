@@ -3,12 +3,12 @@
     result = optimize(param, score, transforms=crops, normalize=model.normalize,
                       settings=LoopSettings(steps=128, lr=1.0), final_score=whole_score)
 
-Per step: images = param() (N, 3, S, S) in [0, 1], float32 -> normalize -> K crops per image (one
-grid_sample) -> score (N,) under bf16 autocast on CUDA -> loss = -sum(score) [+ extra loss] ->
-backward -> transparency += |dL/dimage| (summed over colour channels, one map per image) ->
-optimizer step. When the transforms cut their random crops from a separate view of the canvas
-(`attribution_tap`, as `RandomCrops` does beside a whole-canvas view), the transparency sums only
-the random crops' gradient: the whole view's gradient reaches every pixel and would flatten the
+Per step: images = param() (N, 3, S, S) in [0, 1], float32, S the step's render side (set from the
+transforms' `render_side` when they have one) -> normalize -> K crops per image -> score (N,)
+under bf16 autocast on CUDA -> loss = -sum(score) [+ extra loss] -> backward -> transparency +=
+|dL/dimage| (summed over colour channels, one map per image, per render side) -> optimizer step.
+When the transforms cut their random crops from a separate view of the canvas (`attribution_tap`,
+as `RandomCrops` does beside a whole-canvas view), the transparency sums only the random crops' gradient: the whole view's gradient reaches every pixel and would flatten the
 map. The images are the same either way (the optimizer still gets the full gradient); the map
 of all views is kept as `transparency_all`. Summing (not averaging) over images keeps each
 image's gradient independent of N, so a batch of N units optimizes exactly as N single runs.
