@@ -8,10 +8,11 @@ transforms' `render_side` when they have one) -> normalize -> K crops per image 
 under bf16 autocast on CUDA -> loss = -sum(score) [+ extra loss] -> backward -> transparency +=
 |dL/dimage| (summed over colour channels, one map per image, per render side) -> optimizer step.
 When the transforms cut their random crops from a separate view of the canvas (`attribution_tap`,
-as `RandomCrops` does beside a whole-canvas view), the transparency sums only the random crops' gradient: the whole view's gradient reaches every pixel and would flatten the
-map. The images are the same either way (the optimizer still gets the full gradient); the map
-of all views is kept as `transparency_all`. Summing (not averaging) over images keeps each
-image's gradient independent of N, so a batch of N units optimizes exactly as N single runs.
+as `RandomCrops` does beside a whole-canvas view), the transparency sums only the random crops'
+gradient: the whole view's gradient reaches every pixel and would flatten the map. The images are
+the same either way (the optimizer still gets the full gradient); the map of all views is kept as
+`transparency_all`. Summing (not averaging) over images keeps each image's gradient independent
+of N, so a batch of N units optimizes exactly as N single runs.
 
 Stops with `OptimizationDiverged` as soon as an objective is NaN or infinite (checked every step
 on CPU; every few steps on CUDA to avoid a device sync per step). With a `deadline`

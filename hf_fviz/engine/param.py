@@ -38,6 +38,14 @@ from .spectrum import decorrelate, load_spectrum, recorrelate
 EPS = 1e-4  # standardize eps of the authors' PyTorch code
 
 
+def _centered_and_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (first dim): the values less their mean, flattened (N, L), and the unbiased std
+    (N, 1), reduced over contiguous rows (the same order for any N)."""
+    flat = x.reshape(x.shape[0], -1)
+    centered = flat - flat.mean(dim=1, keepdim=True)
+    return centered, (centered.pow(2).sum(dim=1, keepdim=True) / max(flat.shape[1] - 1, 1)).sqrt()
+
+
 class _Standardize(torch.autograd.Function):
     """Per-image standardization with a hand-written backward whose reductions run over
     contiguous rows: autograd's own backward reduces gradients in a stride-dependent order, so a
@@ -46,10 +54,7 @@ class _Standardize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        flat = x.reshape(x.shape[0], -1)
-        length = flat.shape[1]
-        centered = flat - flat.mean(dim=1, keepdim=True)
-        std = (centered.pow(2).sum(dim=1, keepdim=True) / max(length - 1, 1)).sqrt()
+        centered, std = _centered_and_std(x)
         ctx.save_for_backward(centered, std)
         return (centered / (std + EPS)).view_as(x)
 
@@ -86,20 +91,16 @@ class _BandOfStandardized(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, side: int, scale: float) -> torch.Tensor:  # type: ignore[override]
-        n = x.shape[0]
-        flat = x.reshape(n, -1)
-        length = flat.shape[1]
-        centered = flat - flat.mean(dim=1, keepdim=True)
-        std = (centered.pow(2).sum(dim=1, keepdim=True) / max(length - 1, 1)).sqrt()
+        centered, std = _centered_and_std(x)
         band = low_band(centered.view_as(x), side)
-        ctx.save_for_backward(centered, std, band)
+        ctx.save_for_backward(std, band)  # the full-size centered values are not needed again
         ctx.shape, ctx.side, ctx.scale = x.shape, side, scale
-        return band * (scale / (std + EPS)).view(n, *([1] * (band.dim() - 1)))
+        return band * (scale / (std + EPS)).view(x.shape[0], *([1] * (band.dim() - 1)))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
-        centered, std, band = ctx.saved_tensors
-        n, length = centered.shape
+        std, band = ctx.saved_tensors
+        n, length = ctx.shape[0], ctx.shape[1:].numel()
         d = std + EPS
         g = grad.contiguous().reshape(n, -1) * ctx.scale  # the gradient w.r.t. the standardized band
         g_mean = g.sum(dim=1, keepdim=True) / length  # mean over the full grid: zero outside the band

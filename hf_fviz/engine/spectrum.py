@@ -42,16 +42,19 @@ COLOR_CORRELATION = torch.tensor(
 def decorrelate(rgb: torch.Tensor) -> torch.Tensor:
     """RGB images (N, 3, H, W) -> decorrelated colour space (inverse of the recorrelation)."""
     inv = torch.linalg.inv(COLOR_CORRELATION.double()).to(rgb.dtype)
-    return torch.einsum("nchw,cd->ndhw", rgb, inv.to(rgb.device))
+    return _mix_colours(rgb, inv.to(rgb.device))
 
 
 def recorrelate(x: torch.Tensor) -> torch.Tensor:
-    """Decorrelated images (N, 3, H, W) -> RGB (per pixel `x @ COLOR_CORRELATION`).
+    """Decorrelated images (N, 3, H, W) -> RGB (per pixel `x @ COLOR_CORRELATION`)."""
+    return _mix_colours(x, COLOR_CORRELATION.to(device=x.device, dtype=x.dtype))
 
-    One matrix product over the flattened pixels: the same values as the einsum it replaced,
-    without its layout copies (a quarter less time for the product and its backward)."""
-    mix = COLOR_CORRELATION.to(device=x.device, dtype=x.dtype).t()
-    return (mix @ x.flatten(2)).view_as(x)
+
+def _mix_colours(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Per pixel `x @ matrix` for images (N, 3, H, W): one matrix product over the flattened
+    pixels, the same values as an einsum without its layout copies (a quarter less time for the
+    product and its backward)."""
+    return (matrix.t() @ x.flatten(2)).view_as(x)
 
 
 @lru_cache(maxsize=8)

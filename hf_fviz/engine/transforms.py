@@ -79,9 +79,7 @@ class RandomCrops:
         side (scheduled minimum less two jitter std), rounded up to an FFT-friendly even size,
         at most `canvas`."""
         s = self.settings
-        smallest = 1.0 if s.crops == 0 else max(0.05, min(s.scale) - 2 * s.scale_jitter)
-        side = smooth_size(math.ceil(max(self.out_size) / smallest / 2) * 2)
-        return min(canvas, side)
+        return self._side_resolving(1.0 if s.crops == 0 else max(0.05, min(s.scale) - 2 * s.scale_jitter), canvas)
 
     def render_side(self, step: int, canvas: int) -> int:
         """The canvas resolution this step's crops can resolve: the model input over the smallest
@@ -91,9 +89,12 @@ class RandomCrops:
         the early steps need a canvas of 250 px where the last ones need 750 px; the spectral
         parametrizations render only that band (coarse to fine), which halves the canvas work of
         a run at a 1280 px canvas. `render_size` is the largest side over the schedule."""
-        smallest = float(self.boxes(step)[:, 0].min())
-        side = smooth_size(math.ceil(max(self.out_size) / smallest / 2) * 2)
-        return min(canvas, side)
+        return self._side_resolving(float(self.boxes(step)[:, 0].min()), canvas)
+
+    def _side_resolving(self, smallest: float, canvas: int) -> int:
+        """The canvas side at which a crop of `smallest` (fraction of the canvas) has the model
+        input's resolution: even, FFT-friendly, at most `canvas`."""
+        return min(canvas, smooth_size(math.ceil(max(self.out_size) / smallest / 2) * 2))
 
     def boxes(self, step: int) -> torch.Tensor:
         """(K', 3) random crop boxes for a step (K' = `random_crops`): side, centre x, centre y
