@@ -41,6 +41,31 @@ def test_bench_speed_overhead_case_compares_with_the_bare_model(capsys):
     assert "| e |" in out and "bare" in out and "channels_last" in out
 
 
+def test_paired_run_times_the_two_sides_apart_step_by_step(monkeypatch):
+    """The overhead cases alternate one hf_fviz step and one bare step; each side's laps leave
+    the other's time out (a bare step made to take 2 s shows up in its own laps only)."""
+    import time
+
+    import hf_fviz
+    from hf_fviz.bench import cases
+
+    calls: list[int] = []
+
+    def slow_bare(vm, case, *, crops):
+        def step():
+            calls.append(crops)
+            time.sleep(2.0)
+        return step
+
+    monkeypatch.setattr(cases, "bare_step", slow_bare)
+    vm = hf_fviz.load_model("org/tiny-resnet", device="cpu")
+    case = cases.speed_cases("org/tiny-resnet")["e"]
+    ours, bare = cases.paired_run(vm, case, steps=2, size=64, crops=2, seed=0)
+    assert calls == [2, 2] and len(ours.steps(0)) == 2 and len(bare.steps(0)) == 2
+    assert min(bare.steps(0)) >= 2.0 and ours.steps(1)[0] < 2.0
+    assert max(bare.cpu_steps(0)) < 0.1  # sleeping costs no CPU time
+
+
 def test_bench_speed_rejects_unknown_cases_in_one_line(capsys):
     assert main(["bench", "speed", "--cases", "a,z", "--no-memory"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -20,7 +20,7 @@ from hf_fviz.engine.spectrum import (
     recorrelate,
     save_spectrum,
 )
-from hf_fviz.engine.transforms import CropSettings, RandomCrops, resize_whole
+from hf_fviz.engine.transforms import CropSettings, RandomCrops, resize_whole, whole_view
 from hf_fviz.errors import BadImageSet, InvalidSettings
 from hf_fviz.hub.vision_model import Layer
 
@@ -133,6 +133,61 @@ def test_band_of_standardized_values_and_gradient_inside_the_band_only():
     assert x.grad[~inside].abs().max() == 0 and expected[~inside].abs().min() > 0
 
 
+def test_maco_optimizer_holds_only_the_band_a_step_can_render():
+    """With a render size below the canvas, the phase parameter is that band alone: the final
+    image is bitwise the full-grid one, training renders and band gradients match it (the
+    standardization still over the whole grid), and the frequencies outside never move."""
+    from hf_fviz.engine.optimize import LoopSettings, optimize
+    from hf_fviz.engine.param import low_band
+
+    full = MacoImage(2, 256, seeds=[0, 1])
+    band = MacoImage(2, 256, seeds=[0, 1], render_size=150)
+    assert band.phase.shape == (2, 3, 150, 76) and full.phase.shape == (2, 3, 256, 129)
+    full.eval(), band.eval()
+    assert torch.equal(full(), band())
+    for m in (full, band):
+        m.train()
+        m.render_size = 100
+    a, b = full(), band()
+    assert torch.allclose(a, b, atol=1e-6)
+    w = torch.randn_like(a)
+    (a * w).sum().backward()
+    (b * w).sum().backward()
+    assert torch.allclose(low_band(full.phase.grad, 150), band.phase.grad, rtol=1e-4, atol=1e-4)
+    band.render_size = 300  # never above the band it holds
+    assert band().shape[-1] == 150
+    outer = band.outer_phase.clone()
+    start = band.full_phase().detach().clone()
+    optimize(band, lambda x: x.mean(dim=(1, 2, 3)), transforms=lambda x, step: x, normalize=lambda x: x,
+             settings=LoopSettings(steps=3, lr=0.3))
+    assert torch.equal(band.outer_phase, outer)
+    moved = (band.full_phase().detach() - start).abs() > 0
+    assert moved[..., :75, :76].any() and not moved[..., 75:181, :].any() and not moved[..., :, 76:].any()
+
+
+def test_fused_colour_standardization_and_polar_match_the_written_out_ops():
+    from hf_fviz.engine.param import polar, standardized_colours
+
+    x = torch.randn(2, 3, 20, 24, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 3, 20, 24, dtype=torch.float64)
+    (recorrelate(standardize(x)) * w).sum().backward()
+    expected = x.grad.clone()
+    x.grad = None
+    out = standardized_colours(x)
+    (out * w).sum().backward()
+    assert torch.allclose(out, recorrelate(standardize(x)), atol=1e-12) and torch.allclose(x.grad, expected, atol=1e-12)
+
+    phase = torch.randn(2, 3, 10, 6, dtype=torch.float64, requires_grad=True)
+    magnitude = torch.rand(3, 10, 6, dtype=torch.float64)
+    written = torch.complex(torch.cos(phase) * magnitude, torch.sin(phase) * magnitude)
+    torch.fft.irfft2(written, s=(10, 10)).pow(2).sum().backward()
+    expected = phase.grad.clone()
+    phase.grad = None
+    z = polar(magnitude, phase)
+    torch.fft.irfft2(z, s=(10, 10)).pow(2).sum().backward()
+    assert torch.allclose(z, written, atol=1e-12) and torch.allclose(phase.grad, expected, atol=1e-12)
+
+
 def test_standardize_per_image():
     x = torch.randn(2, 3, 4, 4) * torch.tensor([1.0, 10.0]).view(2, 1, 1, 1)
     s = standardize(x)
@@ -172,10 +227,55 @@ def test_whole_view_takes_slot_zero_of_each_image():
     plain = RandomCrops(CropSettings(**settings), out_size=(16, 16), steps=4, seed=3)
     assert t.crops == 4 and t.random_crops == 3 and t.boxes(0).shape == (3, 3)
     out = t(g, 0).view(2, 4, 3, 16, 16)
-    assert torch.allclose(out[:, 0], resize_whole(g, (16, 16)))
+    assert torch.allclose(out[:, 0], whole_view(g, (16, 16)))
     # the other slots are random crops of half the canvas: not the whole view
     assert (out[:, 1:] - out[:, :1]).abs().mean() > 0.05
     assert plain(g, 0).shape == (8, 3, 16, 16) and not torch.allclose(plain(g, 1).view(2, 4, 3, 16, 16)[:, 0], out[:, 0])
+
+
+def test_resized_boxes_match_slices_and_interpolate_values_and_gradients():
+    import torch.nn.functional as F
+
+    from hf_fviz.engine.transforms import _ResizedBoxes
+
+    src = torch.rand(2, 3, 50, 40, dtype=torch.float64, requires_grad=True)
+    head = torch.rand(2, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+    boxes = [(0, 30, 5, 35), (10, 50, 0, 40), (20, 36, 20, 36)]
+    out = _ResizedBoxes.apply(src, boxes, (16, 16), head)
+    written = torch.stack([head] + [F.interpolate(src[..., a:b, c:d], size=(16, 16), mode="bilinear", align_corners=False)
+                                    for a, b, c, d in boxes], dim=1)
+    assert out.shape == (2, 4, 3, 16, 16) and torch.allclose(out, written, atol=1e-12)
+    w = torch.randn_like(out)
+    (written * w).sum().backward()
+    expected = (src.grad.clone(), head.grad.clone())
+    src.grad = head.grad = None
+    (out * w).sum().backward()
+    assert torch.allclose(src.grad, expected[0], atol=1e-12) and torch.equal(head.grad, expected[1])
+
+
+def test_noise_is_a_shifted_field_with_the_set_distribution():
+    """Each step's noise is the run's field shifted circularly (same values, other places): the
+    same distribution every step (N(0, s) + U(-s/2, s/2)) and uncorrelated between steps."""
+    t = RandomCrops(CropSettings(crops=2, noise=0.1), out_size=(64, 64), steps=4, seed=0)
+    zeros = torch.zeros(2, 3, 64, 64)
+    a, b = t.add_noise(zeros, 2), t.add_noise(zeros, 2)
+    assert not torch.equal(a, b)
+    assert torch.equal(a.flatten().sort().values, b.flatten().sort().values)  # a permutation
+    assert abs(float(a.std()) - 0.1 * math.sqrt(1 + 1 / 12)) < 0.003 and abs(float(a.mean())) < 0.003
+    assert abs(float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])) < 0.03
+    again = RandomCrops(CropSettings(crops=2, noise=0.1), out_size=(64, 64), steps=4, seed=0)
+    assert torch.equal(again.add_noise(zeros, 2), a)  # seed and step decide it
+
+
+def test_whole_view_halves_then_resizes():
+    import torch.nn.functional as F
+
+    g = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(whole_view(g, (16, 16)), F.avg_pool2d(F.avg_pool2d(g, 2), 2), atol=1e-6)
+    # 64 < 1.5 * 48: one bilinear resize; 64 >= 1.5 * 40: halved to 32 first
+    assert torch.equal(whole_view(g, (48, 48)), F.interpolate(g, size=(48, 48), mode="bilinear", align_corners=False))
+    half = F.avg_pool2d(g, 2)
+    assert torch.allclose(whole_view(g, (40, 40)), F.interpolate(half, size=(40, 40), mode="bilinear", align_corners=False), atol=1e-6)
 
 
 def test_crops_are_differentiable_to_the_canvas():

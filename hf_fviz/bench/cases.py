@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -99,16 +100,74 @@ def horama_run(pair: LoadedPair, case: SpeedCase, unit: int, *, steps: int, size
     return clock
 
 
-def bare_run(vm: Any, case: SpeedCase, *, steps: int, crops: int) -> StepClock:
-    """The bare model on the same crop batch: forward to the objective's layer, backward to the input."""
+def bare_step(vm: Any, case: SpeedCase, *, crops: int) -> Callable[[], None]:
+    """One step of the bare model on a batch of the same crops: forward to the objective's
+    layer, backward to the input."""
     h, w = vm.input_size
     x = torch.randn(len(case.units) * crops, 3, h, w, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     unit = case.units[0]
-    clock = StepClock()
-    for _ in range(steps):
+
+    def step() -> None:
         x.grad = None
         act = vm.activations(x, case.layer)
         (act[:, unit].sum() if act.ndim != 3 else act[:, :, unit].sum()).backward()
+
+    return step
+
+
+def bare_run(vm: Any, case: SpeedCase, *, steps: int, crops: int) -> StepClock:
+    """`steps` bare-model steps (see `bare_step`), ticking a clock after each."""
+    step = bare_step(vm, case, crops=crops)
+    clock = StepClock()
+    for _ in range(steps):
+        step()
         clock.tick()
     return clock
+
+
+class Laps:
+    """Durations measured apart (wall clock and process CPU time), with `StepClock`'s `steps`
+    and `cpu_steps`: for two sides that take turns inside one loop."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self._start = (0.0, 0.0)
+
+    def start(self) -> None:
+        self._start = (time.perf_counter(), time.process_time())
+
+    def stop(self) -> None:
+        self.wall.append(time.perf_counter() - self._start[0])
+        self.cpu.append(time.process_time() - self._start[1])
+
+    def steps(self, skip: int) -> list[float]:
+        return self.wall[skip:]
+
+    def cpu_steps(self, skip: int) -> list[float]:
+        return self.cpu[skip:]
+
+
+def paired_run(vm: Any, case: SpeedCase, *, steps: int, size: int, crops: int, seed: int) -> tuple[Laps, Laps]:
+    """One hf_fviz run (one unit) with one bare-model step after each of its steps, each side
+    timed apart: (hf_fviz steps, bare steps).
+
+    Why step by step: on this shared machine the bare model's own step moved between 0.15 and
+    0.25 s from one run to the next (a quiet CPU by `uptime`, the same fixed matmul time), so
+    runs of a few steps each, taking turns, still left the ratio at the mercy of those swings;
+    steps that alternate see the same machine."""
+    other = bare_step(vm, case, crops=crops)
+    ours, bare = Laps(), Laps()
+
+    def tick(*_args: Any) -> None:
+        ours.stop()
+        bare.start()
+        other()
+        bare.stop()
+        ours.start()
+
+    ours.start()
+    visualize(vm, layer=case.layer, units=list(case.units), steps=steps, size=size, crops=crops, seed=seed,
+              batch_size=1, progress=tick)
+    return ours, bare
 

@@ -6,7 +6,9 @@ process, interleaved in rounds (hf_fviz first on even rounds, horama first on od
 busy machine slows both alike; the first step of every run is a warm-up and is dropped; the figure
 is the median step. A step is the gap between two successive per-step callbacks (hf_fviz's
 `progress`, horama's objective call), so it covers everything the loop does: parametrization,
-crops, model forward and backward, optimizer. Peak memory: see `memory`.
+crops, model forward and backward, optimizer. The overhead cases (e, f) alternate one hf_fviz
+step and one bare-model step inside a single run (`cases.paired_run`), each timed apart. Peak
+memory: see `memory`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..engine.heap import steady_heap
 from ..engine.speed import SPEEDUPS, apply
 from ..errors import InvalidSettings
 from .loadcheck import LoadMonitor
-from .cases import CASES, SpeedCase, StepClock, bare_run, hf_run, horama_run, speed_cases
+from .cases import CASES, Laps, SpeedCase, StepClock, hf_run, horama_run, paired_run, speed_cases
 from .common import Log, median
 from .horama import LoadedPair, load_pair
 from .memory import measure_memory
@@ -82,20 +84,23 @@ def time_case(case: SpeedCase, pair: LoadedPair, settings: SpeedSettings, log: L
     samples: dict[str, list[float]] = {"hf_fviz": [], "other": [], "hf_fviz_cpu": [], "other_cpu": []}
     other_units = list(case.units)
 
-    def keep(side: str, clock: StepClock) -> None:
+    def keep(side: str, clock: StepClock | Laps) -> None:
         samples[side] += clock.steps(w)
         samples[side + "_cpu"] += clock.cpu_steps(w)
 
+    if case.kind == "overhead":  # the two sides take turns step by step (see `paired_run`)
+        for r in range(rounds):
+            log(f"  case {case.name} round {r + 1}/{rounds}: hf_fviz and the bare model, {w}+{per_round} steps each, alternating")
+            ours_laps, bare_laps = paired_run(pair.vision_model, case, steps=w + per_round, size=size, crops=crops, seed=r)
+            keep("hf_fviz", ours_laps)
+            keep("other", bare_laps)
+        return samples
     for r in range(rounds):
         def ours() -> None:
             log(f"  case {case.name} round {r + 1}/{rounds}: hf_fviz {w}+{per_round} steps")
             keep("hf_fviz", hf_run(pair.vision_model, case, steps=w + per_round, size=size, crops=crops, seed=r))
 
         def theirs() -> None:
-            if case.kind == "overhead":
-                log(f"  case {case.name} round {r + 1}/{rounds}: bare model {w}+{per_round} steps")
-                keep("other", bare_run(pair.vision_model, case, steps=w + per_round, crops=crops))
-                return
             if len(other_units) == 1:
                 log(f"  case {case.name} round {r + 1}/{rounds}: horama {w}+{per_round} steps")
                 keep("other", horama_run(pair, case, other_units[0], steps=w + per_round + 1, size=size, crops=crops, seed=r))
