@@ -5,8 +5,8 @@ step. Shared by the timing (`speed`) and the peak-memory children (`memory`)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -152,8 +152,9 @@ def paired_run(vm: Any, case: SpeedCase, *, steps: int, size: int, crops: int, s
     """One hf_fviz run (one unit) with one bare-model step after each of its steps, each side
     timed apart: (hf_fviz steps, bare steps).
 
-    Why step by step: on this shared machine the bare model's own step moved between 0.15 and
-    0.25 s from one run to the next (a quiet CPU by `uptime`, the same fixed matmul time), so
+    Why step by step: on this shared machine the bare model's own step (4 crops) moved between
+    0.15 and 0.29 s from one process to the next (a quiet CPU by `uptime`, the same fixed matmul
+    time), so
     runs of a few steps each, taking turns, still left the ratio at the mercy of those swings;
     steps that alternate see the same machine."""
     other = bare_step(vm, case, crops=crops)

@@ -190,12 +190,7 @@ class _BandOfStandardized(torch.autograd.Function):
         inside = ((g - g_mean) / d - band.reshape(n, -1) * coef).view(grad.shape)
         if ctx.side >= ctx.shape[-2]:
             return inside, None, None, None
-        gx = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device)
-        side, size = ctx.side, ctx.shape[-2]
-        half = side // 2
-        gx[..., :half, : half + 1] = inside[..., :half, :]
-        gx[..., size - half :, : half + 1] = inside[..., half:, :]
-        return gx, None, None, None
+        return paste_band(torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device), inside), None, None, None
 
 
 def band_of_standardized(
@@ -212,11 +207,9 @@ def band_of_standardized(
 def _outer_stats(full: torch.Tensor, band: int) -> tuple[int, torch.Tensor, torch.Tensor]:
     """Count, mean and sum of squared deviations (N, 1) of the frequencies of `full` (N, ...,
     S, S//2+1) outside `low_band(., band)`."""
-    inside = torch.zeros(full.shape[1:], dtype=torch.bool)
-    half, size = band // 2, full.shape[-2]
-    inside[..., :half, : half + 1] = True
-    inside[..., size - half :, : half + 1] = True
-    rest = full.reshape(full.shape[0], -1)[:, ~inside.flatten().to(full.device)]
+    inside = paste_band(torch.zeros(full.shape[1:], dtype=torch.bool, device=full.device),
+                        torch.ones_like(low_band(full[0], band), dtype=torch.bool))
+    rest = full.reshape(full.shape[0], -1)[:, ~inside.flatten()]
     mean, _, m2 = _moments(rest)
     return rest.shape[1], mean, m2
 
@@ -310,11 +303,7 @@ class MacoImage(ImageParam):
         """The whole phase grid (N, 3, S, S//2+1): the free band pasted into the frozen rest."""
         if self._outer is None:
             return self.phase
-        full = self.outer_phase.clone()
-        half, size = self.free_side // 2, self.size
-        full[..., :half, : half + 1] = self.phase[..., :half, :]
-        full[..., size - half :, : half + 1] = self.phase[..., half:, :]
-        return full
+        return paste_band(self.outer_phase.clone(), self.phase)
 
     def _magnitude_band(self, side: int) -> torch.Tensor:
         """The magnitude's low band for `side`, cut once (it is fixed) rather than every step."""
@@ -341,6 +330,15 @@ def low_band(spectrum: torch.Tensor, side: int) -> torch.Tensor:
         return spectrum
     half = side // 2
     return torch.cat([spectrum[..., :half, : half + 1], spectrum[..., size - half :, : half + 1]], dim=-2)
+
+
+def paste_band(grid: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
+    """The inverse of `low_band`: write `band` (..., side, side//2+1, laid out as `low_band` cuts
+    it) into its place in the rfft2 grid `grid` (..., S, S//2+1), in place; returns `grid`."""
+    half, size = band.shape[-2] // 2, grid.shape[-2]
+    grid[..., :half, : half + 1] = band[..., :half, :]
+    grid[..., size - half :, : half + 1] = band[..., half:, :]
+    return grid
 
 
 def fourier_scale(size: int, decay: float) -> torch.Tensor:
