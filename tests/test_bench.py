@@ -291,5 +291,9 @@ def test_bench_chunks_reports_the_automatic_choice_against_one_unit_and_the_best
     assert choice in med
     assert report.auto_vs_one["ours"][4] == pytest.approx(med[choice] / med[1])
     assert report.auto_vs_best["ours"][4] == pytest.approx(med[choice] / min(med.values()))
+    calibration = report.calibration_s["ours"][4]
+    assert calibration > 0
+    assert report.calibration_share["ours"][4] == pytest.approx(calibration / (4 * chunks.DEFAULT_STEPS * med[choice]))
     table = chunks.chunks_table(report)
     assert f"ours, 4 units: {choice} per chunk" in table and "(automatic for 4 units)" in table
+    assert f"calibration {calibration:.0f} s" in table

@@ -6,8 +6,8 @@ chunk size once, in an order that alternates between rounds), wall clock and pro
 Then ask `auto_batch_size` for its choice on the first 4 and on all 16 units (a fresh calibration
 each) and compare each choice's per-unit time with the best measured size it could have chosen
 and with one unit alone (issue 15's goals: never more per unit than one unit alone, within 5 % of
-the best). Everything runs in one process, under a `LoadMonitor`; a busy machine marks
-the table.
+the best), and what the calibration itself cost, as a share of the run it chose for (the default
+steps). Everything runs in one process, under a `LoadMonitor`; a busy machine marks the table.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ..engine import chunking
 from ..engine.methods import auto_batch_size
 from ..hub import load_model
 from .loadcheck import LoadMonitor, MachineLoad
-from ..settings import DEFAULT_CROPS, DEFAULT_SIZE
+from ..settings import DEFAULT_CROPS, DEFAULT_SIZE, DEFAULT_STEPS
 from .cases import SIXTEEN_CLASSES as UNITS16
 from .common import Log
 SETTINGS = {"horama": (1280, 6), "ours": (DEFAULT_SIZE, DEFAULT_CROPS)}  # canvas, crops
@@ -48,13 +48,17 @@ AUTO_UNITS = (4, 16)  # the N of issue 15's goal
 @dataclass
 class ChunkReport:
     """`auto[setting][n]`: the automatic chunk size for n units; `auto_vs_best[setting][n]`: its
-    measured time per unit-step over the best size up to n; `auto_vs_one[setting][n]`: over one unit alone."""
+    measured time per unit-step over the best size up to n; `auto_vs_one[setting][n]`: over one unit alone;
+    `calibration_s[setting][n]`: the seconds that choice took; `calibration_share[setting][n]`: over
+    the optimization it chose for (n units, the default steps, at the chosen size's measured speed)."""
 
     rows: list[ChunkRow]
     auto: dict[str, dict[int, int]]
     auto_vs_best: dict[str, dict[int, float]]
     auto_vs_one: dict[str, dict[int, float]]
     threads: int
+    calibration_s: dict[str, dict[int, float]] = field(default_factory=dict)
+    calibration_share: dict[str, dict[int, float]] = field(default_factory=dict)
     machine: MachineLoad | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
 
@@ -101,17 +105,21 @@ def run_chunks(*, model: str = "builtin:mobilenetv2", chunks: Sequence[int] = (1
                 samples.setdefault(f"{name}/{c}/wall", []).append(wall)
                 samples.setdefault(f"{name}/{c}/cpu", []).append(cpu)
     auto: dict[str, dict[int, int]] = {}
+    calibration_s: dict[str, dict[int, float]] = {}
     for name in settings:
         size, crops = SETTINGS[name]
         for n in [n for n in AUTO_UNITS if n <= len(units)] or [len(units)]:
             chunking.forget()
+            t0 = time.perf_counter()
             choice = auto_batch_size(vm, layer="logits", units=list(units[:n]), size=size, crops=crops)
+            calibration_s.setdefault(name, {})[n] = time.perf_counter() - t0
             auto.setdefault(name, {})[n] = choice
             log(f"{name}: automatic chunk size for {n} units: {choice}")
     machine = monitor.stop()
     rows: list[ChunkRow] = []
     auto_vs_best: dict[str, dict[int, float]] = {}
     auto_vs_one: dict[str, dict[int, float]] = {}
+    calibration_share: dict[str, dict[int, float]] = {}
     for name in settings:
         size, crops = SETTINGS[name]
         med = {c: statistics.median(samples[f"{name}/{c}/wall"]) for c in chunks}
@@ -121,7 +129,10 @@ def run_chunks(*, model: str = "builtin:mobilenetv2", chunks: Sequence[int] = (1
             if a in med:
                 auto_vs_best.setdefault(name, {})[n] = med[a] / min(t for c, t in med.items() if c <= n)
                 auto_vs_one.setdefault(name, {})[n] = med[a] / med[1]
-    return ChunkReport(rows, auto, auto_vs_best, auto_vs_one, torch.get_num_threads(), machine, samples)
+                run_s = n * DEFAULT_STEPS * med[a]
+                calibration_share.setdefault(name, {})[n] = calibration_s[name][n] / run_s
+    return ChunkReport(rows, auto, auto_vs_best, auto_vs_one, torch.get_num_threads(), calibration_s, calibration_share,
+                       machine, samples)
 
 
 def chunks_table(report: ChunkReport) -> str:
@@ -138,7 +149,9 @@ def chunks_table(report: ChunkReport) -> str:
     lines.append("")
     auto = "; ".join(
         f"{name}, {n} units: {c} per chunk, {report.auto_vs_one.get(name, {}).get(n, float('nan')):.2f}x one unit alone, "
-        f"{report.auto_vs_best.get(name, {}).get(n, float('nan')):.2f}x the best measured size"
+        f"{report.auto_vs_best.get(name, {}).get(n, float('nan')):.2f}x the best measured size, calibration "
+        f"{report.calibration_s.get(name, {}).get(n, float('nan')):.0f} s "
+        f"({100 * report.calibration_share.get(name, {}).get(n, float('nan')):.0f} % of a {DEFAULT_STEPS}-step run)"
         for name, choices in report.auto.items() for n, c in choices.items())
     lines.append(f"Medians over interleaved rounds, torch threads {report.threads}. Automatic choice: {auto}. "
                  + (f"Machine: {report.machine.describe()}." if report.machine else ""))

@@ -9,9 +9,12 @@ A fixed default of 16 units (96 crops) made each unit 2.65x slower on a 2-core C
 chunk sizes 1, 2, 4, ... up to the number of units and keeps the one with the lowest time per
 unit-step; it stops doubling once a size is clearly slower than the best so far. Then it times the
 same sizes again, largest first, and keeps each size's faster time: with one round, a moment of
-other load during one size's probe made the choice 18-22 % slower than the best size. Sizes within 3 %
-of the best count as equal and the smallest of them wins (less memory, earlier first results). The
-choice is remembered per model, layers, method, canvas, crops, device and thread count, so an
+other load during one size's probe made the choice 18-22 % slower than the best size. The sizes
+still within 8 % of the best then get a third, deciding round (smallest first): on a CPU the
+per-unit curve is flat beyond a few units, so the choice between near-equal sizes is where noise
+decided (the 3 % tie of the last round picked 8 units where 16 measured 10 % faster). Sizes within
+2 % of the best count as equal and the smallest of them wins (less memory, earlier first results).
+The choice is remembered per model, layers, method, canvas, crops, device and thread count, so an
 atlas or a Space pays for the calibration once per process.
 """
 
@@ -20,7 +23,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 
-TIE = 0.03  # sizes within 3 % of the best per-unit time count as equal
+TIE = 0.02  # sizes within 2 % of the best per-unit time count as equal
+CLOSE = 0.08  # sizes this close to the best after the rounds are timed once more
 WORSE = 0.15  # stop doubling once a size is this much slower per unit than the best so far
 ROUNDS = 2  # times each size is timed; one round picked 18-22 % off the best on a 2-core CPU
 
@@ -34,7 +38,8 @@ def pick_chunk(seconds_per_step: Callable[[int], float], *, units: int, largest:
 
     `seconds_per_step(c)` runs a short throwaway optimization of `c` units and returns its
     steady step time; `largest` caps the sizes tried (what fits in memory). Each size is timed
-    `rounds` times (the later rounds in reverse order) and its fastest time counts."""
+    `rounds` times (the later rounds in reverse order), the sizes within `CLOSE` of the best once
+    more, and each size's fastest time counts."""
     cap = max(1, min(units, largest))
     if cap == 1:
         return 1
@@ -58,6 +63,12 @@ def pick_chunk(seconds_per_step: Callable[[int], float], *, units: int, largest:
     for _ in range(1, rounds):  # again, largest first: a slow moment then hits other sizes
         for c in sorted(per_unit, reverse=True):
             per_unit[c] = min(per_unit[c], seconds_per_step(c) / c)
+    if rounds > 1:
+        best = min(per_unit.values())
+        close = sorted(c for c, t in per_unit.items() if t <= best * (1 + CLOSE))
+        if len(close) > 1:  # the deciding round: near-equal sizes are where noise picks
+            for c in close:
+                per_unit[c] = min(per_unit[c], seconds_per_step(c) / c)
     best = min(per_unit.values())
     chosen = min(c for c, t in per_unit.items() if t <= best * (1 + TIE))
     if key is not None:
