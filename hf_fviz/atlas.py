@@ -219,8 +219,8 @@ def atlas(
         out_dir: the atlas folder (new, or one made by an earlier run with the same settings).
         layer: default `logits` where the model has a head, else its last layer.
         units: 'all', '0-99,250', or a list of indices.
-        batch: units optimized together (one forward pass per step); None: the fastest per unit
-            on this machine, measured (`engine.chunking`).
+        batch: units optimized together (one forward pass per step); None: on a CPU as many
+            as keep a batch at 128 crops, elsewhere the fastest per unit, measured (`engine.chunking`).
         shard: `Shard`, (I, N), 'I/N', or None for torchrun's RANK / WORLD_SIZE (else 0/1).
         method, steps, size, crops, seed, lr: as in `hf_fviz.visualize` (None: its defaults).
         device: 'auto', 'cpu', 'cuda'; under torchrun 'auto' picks the rank's GPU.

@@ -91,7 +91,7 @@ class Settings:
     targets), plus how it is run (`batch_size`, `max_seconds`), which the manifest leaves out.
 
     `lr=None` means the method's default (`resolved()` fills it in); `batch_size=None` means
-    measured on this machine (`engine.chunking`); `max_seconds=None` means no time limit."""
+    chosen for this machine (`engine.chunking`); `max_seconds=None` means no time limit."""
 
     method: str = "maco"
     steps: int = DEFAULT_STEPS

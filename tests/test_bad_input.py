@@ -465,7 +465,7 @@ def test_memory_refusal_states_estimate_limit_and_a_batch_size_that_fits(monkeyp
     assert "--batch-size 2" in message
     vis = hf_fviz.visualize(model, units=[0, 1, 2, 3, 4], steps=1, size=256, crops=4, batch_size=2)  # what it suggested
     assert len(vis) == 5
-    auto = hf_fviz.visualize(model, units=[0, 1, 2, 3, 4], steps=1, size=256, crops=4)  # measured chunks fit the memory
+    auto = hf_fviz.visualize(model, units=[0, 1, 2, 3, 4], steps=1, size=256, crops=4)  # automatic chunks fit the memory
     assert len(auto) == 5 and max(v.extra["chunk"] for v in auto) >= 2  # at most 2 units per chunk: 5 units, 3+ chunks
 
 
@@ -512,8 +512,8 @@ def test_max_seconds_stops_at_a_step_boundary_and_keeps_the_images() -> None:
 
 def test_cli_max_seconds_exits_0_with_a_notice_and_a_manifest_that_says_so(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    # --batch-size 2: both units in one chunk (a measured chunk of 1 on a busy machine would leave
-    # the second unit unstarted at the deadline, and the notice would say so)
+    # --batch-size 2: both units in one chunk (a chunk of 1 would leave the second unit unstarted at
+    # the deadline, and the notice would say so)
     code = main(["visualize", R, "--units", "0,1", "--steps", "10000", "--size", "32", "--crops", "1", "--batch-size", "2",
                  "--max-seconds", "0.5", "--device", "cpu", "--out", str(out)])
     captured = capsys.readouterr()

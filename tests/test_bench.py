@@ -277,23 +277,28 @@ def test_python_m_hf_fviz_bench_is_the_bench_command():
     assert len(err) == 1 and "unknown case(s) z" in err[0]
 
 
-def test_bench_chunks_reports_the_automatic_choice_against_one_unit_and_the_best(monkeypatch):
-    """A tiny run of `bench chunks`: every chunk size timed, the automatic choice made for 4
-    units with a fresh calibration, and its ratios computed from the measured medians."""
+def test_bench_chunks_reports_the_automatic_and_calibrated_choices_against_one_unit_and_the_best(monkeypatch):
+    """A tiny run of `bench chunks`: every chunk size timed, the default choice (the CPU's crops
+    rule) and a fresh calibration made for 4 units, and their ratios computed from the medians."""
     from hf_fviz.bench import chunks
+    from hf_fviz.engine import chunking
 
     monkeypatch.setitem(chunks.SETTINGS, "ours", (48, 2))
     report = chunks.run_chunks(model="org/tiny-resnet", chunks=(1, 2, 4), steps=3, rounds=1, settings=("ours",),
                                units=(0, 1, 2, 3))
     med = {r.chunk: r.s_per_unit_step for r in report.rows}
     assert sorted(med) == [1, 2, 4] and all(t > 0 for t in med.values())
-    choice = report.auto["ours"][4]
+    assert report.auto["ours"][4] == chunking.cpu_chunk(units=4, crops=2, largest=4) == 4
+    assert report.auto_vs_one["ours"][4] == pytest.approx(med[4] / med[1])
+    assert report.auto_vs_best["ours"][4] == pytest.approx(med[4] / min(med.values()))
+    choice = report.measured["ours"][4]
     assert choice in med
-    assert report.auto_vs_one["ours"][4] == pytest.approx(med[choice] / med[1])
-    assert report.auto_vs_best["ours"][4] == pytest.approx(med[choice] / min(med.values()))
+    assert report.measured_vs_one["ours"][4] == pytest.approx(med[choice] / med[1])
+    assert report.measured_vs_best["ours"][4] == pytest.approx(med[choice] / min(med.values()))
     calibration = report.calibration_s["ours"][4]
     assert calibration > 0
     assert report.calibration_share["ours"][4] == pytest.approx(calibration / (4 * chunks.DEFAULT_STEPS * med[choice]))
     table = chunks.chunks_table(report)
-    assert f"ours, 4 units: {choice} per chunk" in table and "(automatic for 4 units)" in table
+    assert "ours, 4 units: 4 per chunk" in table and "automatic for 4 units" in table
+    assert f"Calibrated choice: ours, 4 units: {choice} per chunk" in table and "calibrated for 4 units" in table
     assert f"calibration {calibration:.0f} s" in table

@@ -1,4 +1,4 @@
-"""Chunk size chosen by measurement, and the steady heap that makes batches pay on a CPU."""
+"""Chunk size (a crops rule on a CPU, a calibration elsewhere), and the steady heap that makes batches pay on a CPU."""
 
 from __future__ import annotations
 
@@ -85,9 +85,17 @@ def test_pick_chunk_respects_memory_and_remembers_its_choice() -> None:
     assert chunking.pick_chunk(lambda c: 1.0, units=1, largest=8) == 1
 
 
-def test_automatic_batch_gives_the_images_of_single_runs(monkeypatch) -> None:
-    model = hf_fviz.load_model("org/tiny-resnet")
-    layer = next(x.name for x in model.layers() if x.kind == "conv")
+def test_cpu_chunk_keeps_a_batch_within_the_crops_and_memory() -> None:
+    rule = chunking.CPU_CROPS
+    assert chunking.cpu_chunk(units=1000, crops=4, largest=10_000) == rule // 4
+    assert chunking.cpu_chunk(units=16, crops=6, largest=10_000) == 16  # 96 crops: within the rule
+    assert chunking.cpu_chunk(units=1000, crops=6, largest=10_000) == rule // 6
+    assert chunking.cpu_chunk(units=3, crops=4, largest=10_000) == 3
+    assert chunking.cpu_chunk(units=1000, crops=4, largest=5) == 5  # memory first
+    assert chunking.cpu_chunk(units=8, crops=rule * 2, largest=8) == 1  # never below one
+
+
+def _spy_on_calibration(monkeypatch) -> list[int]:
     timed: list[int] = []
     real = chunking.pick_chunk
 
@@ -99,12 +107,33 @@ def test_automatic_batch_gives_the_images_of_single_runs(monkeypatch) -> None:
         return real(timed_fn, **kw)
 
     monkeypatch.setattr(chunking, "pick_chunk", spy)
+    return timed
+
+
+def test_automatic_batch_on_a_cpu_follows_the_rule_without_timing_and_gives_the_images_of_single_runs(monkeypatch) -> None:
+    model = hf_fviz.load_model("org/tiny-resnet")
+    layer = next(x.name for x in model.layers() if x.kind == "conv")
+    timed = _spy_on_calibration(monkeypatch)
     kw = dict(layer=layer, steps=3, size=48, crops=2, method="maco")
     auto = hf_fviz.visualize(model, units=[0, 1, 2], **kw)
-    assert timed[:2] == [1, 2] and all(c <= 3 for c in timed)  # really measured, never past the units
+    assert timed == []  # no throwaway runs on a CPU
+    assert [v.extra["chunk"] for v in auto] == [0, 0, 0]  # 3 units x 2 crops: one chunk
     single = [hf_fviz.visualize(model, units=[u], batch_size=1, **kw)[0] for u in (0, 1, 2)]
     for a, b in zip(auto, single):
         np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_calibrated_batch_really_times_short_runs_within_the_units(monkeypatch) -> None:
+    from hf_fviz.engine.methods import auto_batch_size
+
+    model = hf_fviz.load_model("org/tiny-resnet")
+    layer = next(x.name for x in model.layers() if x.kind == "conv")
+    timed = _spy_on_calibration(monkeypatch)
+    chosen = auto_batch_size(model, layer=layer, units=[0, 1, 2], size=48, crops=2, measure=True)
+    assert timed[:2] == [1, 2] and all(c <= 3 for c in timed) and 1 <= chosen <= 3
+    timed.clear()
+    assert auto_batch_size(model, layer=layer, units=[0, 1, 2], size=48, crops=2, measure=True) == chosen
+    assert timed == []  # remembered for the process
 
 
 _FAULTS = """

@@ -76,7 +76,8 @@ class StepClock:
 
 def hf_run(vm: Any, case: SpeedCase, *, steps: int, size: int, crops: int, seed: int) -> StepClock:
     """The step clock (every step, the first included) of one hf_fviz `visualize` run, with the
-    chunk size a user gets (measured once per process and setting; see `engine.chunking`)."""
+    chunk size a user gets (the CPU's crops rule, or a calibration once per process and setting
+    elsewhere; see `engine.chunking`)."""
     chunk = auto_batch_size(vm, layer=case.layer, units=case.units, size=size, crops=crops) if len(case.units) > 1 else 1
     clock = StepClock(units_per_step=chunk)
     visualize(vm, layer=case.layer, units=list(case.units), steps=steps, size=size, crops=crops, seed=seed,

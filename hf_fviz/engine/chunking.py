@@ -1,21 +1,30 @@
-"""How many units to optimize together: measured, not guessed.
+"""How many units to optimize together: a measured rule on a CPU, a calibration elsewhere.
 
 Why: the best chunk depends on the machine. On a GPU one forward pass over many crops costs little
-more than over a few, so large chunks pay; on a CPU the time per crop is lowest at a modest batch
-(about 12 crops for MobileNetV2 on 2 cores) and rises beyond it as activations fall out of cache.
-A fixed default of 16 units (96 crops) made each unit 2.65x slower on a 2-core CPU than alone.
+more than over a few, so large chunks pay; on a CPU a fixed default of 16 units (96 crops) once
+made each unit 2.65x slower than alone (the heap and step work of issue 15 fixed that cause).
 
+On a CPU, `cpu_chunk` takes as many units as keep one batch at or under `CPU_CROPS` crops (and in
+memory). Why not measure there too: in five runs of `hf-fviz bench chunks` on the 2-core machine
+(2026-11-30/12-01) every size from 2 to 16 units cost 0.79-0.92x of one unit alone per unit
+(medians over the runs), the largest best (16 units: 0.83x at horama's settings, 0.79x at ours),
+with single runs swinging 10-15 % around that; the calibration cost 3-21 % of the 160-step job it
+chose for (14-131 s) and still chose more than 5 % off the best in 5 of 20 choices, up to 26 % (one unit
+alone for 16 units at horama's settings, 24 % off, in the run the load check passed). A Space on a CPU would also make its user wait
+that long before the first step. `CPU_CROPS` is the most crops per batch measured to pay there:
+16 units x 6 crops at horama's settings (bench chunks), 32 units x 4 crops at ours (the 32-class atlas: 23.3 s
+per class in chunks of 32, 24.5 s in chunks of 16).
+
+Elsewhere (CUDA, MPS), where probes take milliseconds and the curve was not measured here,
 `pick_chunk` times a few real steps (canvas, crops, model, objective, backward: the whole step) at
 chunk sizes 1, 2, 4, ... up to the number of units and keeps the one with the lowest time per
 unit-step; it stops doubling once a size is clearly slower than the best so far. Then it times the
-same sizes again, largest first, and keeps each size's faster time: with one round, a moment of
-other load during one size's probe made the choice 18-22 % slower than the best size. The sizes
-still within 8 % of the best then get a third, deciding round (smallest first): on a CPU the
-per-unit curve is flat beyond a few units, so the choice between near-equal sizes is where noise
-decided (the 3 % tie of the last round picked 8 units where 16 measured 10 % faster). Sizes within
-2 % of the best count as equal and the smallest of them wins (less memory, earlier first results).
-The choice is remembered per model, layers, method, canvas, crops, device and thread count, so an
-atlas or a Space pays for the calibration once per process.
+same sizes again, largest first, and keeps each size's faster time (one round picked 18-22 % off
+the best). The sizes still within 8 % of the best get a third, deciding round (smallest first):
+near-equal sizes are where noise decides. Sizes within 2 % of the best count as equal and the
+smallest of them wins (less memory, earlier first results). The choice is remembered per model,
+layers, method, canvas, crops, device and thread count, so an atlas or a Space pays for the
+calibration once per process. `hf-fviz bench chunks` runs it on a CPU too, beside the rule.
 """
 
 from __future__ import annotations
@@ -27,9 +36,16 @@ TIE = 0.02  # sizes within 2 % of the best per-unit time count as equal
 CLOSE = 0.08  # sizes this close to the best after the rounds are timed once more
 WORSE = 0.15  # stop doubling once a size is this much slower per unit than the best so far
 ROUNDS = 2  # times each size is timed; one round picked 18-22 % off the best on a 2-core CPU
+CPU_CROPS = 128  # the most crops per batch measured to pay on a 2-core CPU (see above)
 
 _cache: dict[Hashable, tuple[int, int]] = {}  # key -> (chosen, largest size tried)
 _lock = threading.Lock()
+
+
+def cpu_chunk(*, units: int, crops: int, largest: int) -> int:
+    """The chunk size on a CPU: as many units as keep a batch at or under `CPU_CROPS` crops and
+    within `largest` (what fits in memory); at least one."""
+    return max(1, min(units, largest, CPU_CROPS // max(1, crops)))
 
 
 def pick_chunk(seconds_per_step: Callable[[int], float], *, units: int, largest: int, key: Hashable | None = None,

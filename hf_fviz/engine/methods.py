@@ -118,18 +118,25 @@ def visualize(model: VisionModel, targets: Sequence[Target], settings: Settings,
 
 
 def auto_batch_size(model: VisionModel, *, layer: str, units: Sequence[int], method: str = "maco", size: int | None = None,
-                    crops: int | None = None, seed: int = 0) -> int:
-    """How many of `units` to optimize together on this machine (measured; see `engine.chunking`)."""
+                    crops: int | None = None, seed: int = 0, measure: bool | None = None) -> int:
+    """How many of `units` to optimize together on this machine (see `engine.chunking`): the CPU
+    rule on a CPU, a short calibration elsewhere; `measure=True`/`False` forces one or the other."""
     targets = [Target(u, obj.for_unit(layer, u), "", layer) for u in units]
     base = Settings(method=method, seed=seed)
     settings = base.replace(size=size if size is not None else base.size, crops=crops if crops is not None else base.crops)
     info = {layer_.name: layer_ for layer_ in model.layers()}
-    return _auto_batch_size(model, targets, settings.resolved(), info, [layer])
+    return _auto_batch_size(model, targets, settings.resolved(), info, [layer], measure=measure)
 
 
-def _auto_batch_size(model: VisionModel, targets: Sequence[Target], settings: Settings, info, layers: Sequence[str]) -> int:
-    """Time four-step throwaway runs of 1, 2, 4, ... units and keep the fastest per unit."""
+def _auto_batch_size(model: VisionModel, targets: Sequence[Target], settings: Settings, info, layers: Sequence[str], *,
+                     measure: bool | None = None) -> int:
+    """On a CPU, `chunking.cpu_chunk`; elsewhere time four-step throwaway runs of 1, 2, 4, ... units
+    and keep the fastest per unit."""
     largest = budget.largest_fit(model, units=len(targets), crops=settings.crops, size=settings.size, layers=layers)
+    if measure is None:
+        measure = model.device.type != "cpu"
+    if not measure:
+        return chunking.cpu_chunk(units=len(targets), crops=settings.crops, largest=largest)
     probe = settings.replace(steps=4)
     cuda = model.device.type == "cuda"
 
