@@ -20,7 +20,7 @@ from hf_fviz.engine.spectrum import (
     recorrelate,
     save_spectrum,
 )
-from hf_fviz.engine.transforms import CropSettings, RandomCrops, resize_whole, whole_view
+from hf_fviz.engine.transforms import CropSettings, RandomCrops, resize_whole
 from hf_fviz.errors import BadImageSet, InvalidSettings
 from hf_fviz.hub.vision_model import Layer
 
@@ -227,7 +227,7 @@ def test_whole_view_takes_slot_zero_of_each_image():
     plain = RandomCrops(CropSettings(**settings), out_size=(16, 16), steps=4, seed=3)
     assert t.crops == 4 and t.random_crops == 3 and t.boxes(0).shape == (3, 3)
     out = t(g, 0).view(2, 4, 3, 16, 16)
-    assert torch.allclose(out[:, 0], whole_view(g, (16, 16)))
+    assert torch.allclose(out[:, 0], resize_whole(g, (16, 16)))
     # the other slots are random crops of half the canvas: not the whole view
     assert (out[:, 1:] - out[:, :1]).abs().mean() > 0.05
     assert plain(g, 0).shape == (8, 3, 16, 16) and not torch.allclose(plain(g, 1).view(2, 4, 3, 16, 16)[:, 0], out[:, 0])
@@ -265,17 +265,6 @@ def test_noise_is_a_shifted_field_with_the_set_distribution():
     assert abs(float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])) < 0.03
     again = RandomCrops(CropSettings(crops=2, noise=0.1), out_size=(64, 64), steps=4, seed=0)
     assert torch.equal(again.add_noise(zeros, 2), a)  # seed and step decide it
-
-
-def test_whole_view_halves_then_resizes():
-    import torch.nn.functional as F
-
-    g = torch.rand(2, 3, 64, 64)
-    assert torch.allclose(whole_view(g, (16, 16)), F.avg_pool2d(F.avg_pool2d(g, 2), 2), atol=1e-6)
-    # 64 < 1.5 * 48: one bilinear resize; 64 >= 1.5 * 40: halved to 32 first
-    assert torch.equal(whole_view(g, (48, 48)), F.interpolate(g, size=(48, 48), mode="bilinear", align_corners=False))
-    half = F.avg_pool2d(g, 2)
-    assert torch.allclose(whole_view(g, (40, 40)), F.interpolate(half, size=(40, 40), mode="bilinear", align_corners=False), atol=1e-6)
 
 
 def test_crops_are_differentiable_to_the_canvas():

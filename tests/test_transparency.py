@@ -9,7 +9,7 @@ from hf_fviz import load_model
 from hf_fviz.engine import objectives as obj
 from hf_fviz.engine.optimize import LoopSettings, model_score, optimize
 from hf_fviz.engine.param import make_param
-from hf_fviz.engine.transforms import CropSettings, RandomCrops, whole_view
+from hf_fviz.engine.transforms import CropSettings, RandomCrops, resize_whole
 from hf_fviz.bench.insertion import insertion_test
 
 
@@ -19,7 +19,7 @@ class AllViewsCrops(RandomCrops):
     def __call__(self, images: torch.Tensor, step: int) -> torch.Tensor:
         crops = self._random_crops(images, step)
         n = images.shape[0]
-        whole = whole_view(images, self.out_size)[:, None]
+        whole = resize_whole(images, self.out_size)[:, None]
         crops = torch.cat([whole, crops.view(n, self.random_crops, *crops.shape[1:])], dim=1).flatten(0, 1)
         return self.add_noise(crops, self.crops)
 

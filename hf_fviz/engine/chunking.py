@@ -9,11 +9,12 @@ memory). Why not measure there too: in five runs of `hf-fviz bench chunks` on th
 (2026-11-30/12-01) every size from 2 to 16 units cost 0.79-0.92x of one unit alone per unit
 (medians over the runs), the largest best (16 units: 0.83x at horama's settings, 0.79x at ours),
 with single runs swinging 10-15 % around that; the calibration cost 3-21 % of the 160-step job it
-chose for (14-131 s) and still chose more than 5 % off the best in 5 of 20 choices, up to 26 % (one unit
-alone for 16 units at horama's settings, 24 % off, in the run the load check passed). A Space on a CPU would also make its user wait
-that long before the first step. `CPU_CROPS` is the most crops per batch measured to pay there:
-16 units x 6 crops at horama's settings (bench chunks), 32 units x 4 crops at ours (the 32-class atlas: 23.3 s
-per class in chunks of 32, 24.5 s in chunks of 16).
+chose for (14-131 s) and still chose more than 5 % off the best in 5 of 20 choices, up to 26 %
+(one unit alone for 16 units at horama's settings, 24 % off, in the run the load check passed).
+A Space on a CPU would also make its user wait that long before the first step. `CPU_CROPS` is
+the most crops per batch measured to pay there: 16 units x 6 crops at horama's settings (bench
+chunks), 32 units x 4 crops at ours (the 32-class atlas: 21.9-23.3 s per class in chunks of 32,
+24.5 s in chunks of 16).
 
 Elsewhere (CUDA, MPS), where probes take milliseconds and the curve was not measured here,
 `pick_chunk` times a few real steps (canvas, crops, model, objective, backward: the whole step) at
