@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import Handler, add_model_options, add_run_options, add_source_options, call_kwargs, load, progress_bar, settings
+from .common import BATCH_HELP, Handler, add_model_options, add_run_options, add_source_options, call_kwargs, load, progress_bar, settings
 from .exemplars import add_exemplar_options, check_exemplar_options
 
 
@@ -19,7 +19,7 @@ def atlas_parser(sub: argparse._SubParsersAction) -> Handler:
     p.add_argument("--units", default="all", help="'all' (default) or indices and ranges, e.g. 0-99,250")
     p.add_argument("--out", required=True, metavar="DIR", help="atlas folder; rerun the same command to resume")
     p.add_argument("--shard", default=None, metavar="I/N", help="do shard I of N (0-based); default: RANK/WORLD_SIZE under torchrun")
-    p.add_argument("--batch", type=int, default=None, help="units optimized together (default: on a CPU up to 128 crops per batch; elsewhere the fastest per unit, measured)")
+    p.add_argument("--batch", type=int, default=None, help=BATCH_HELP)
     add_run_options(p)
     p.add_argument("--grid-max", type=int, default=100, metavar="N", help="units shown in grid.png, evenly spread (default 100)")
     p.add_argument("--merge", action="store_true", help="do no work: check all shards' results and write manifest.json")

@@ -9,10 +9,13 @@ from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any, TypeVar
 
+from ..engine.chunking import CPU_CROPS
 from ..settings import DEFAULT_LR, LIMITS, ImageSetSettings, Settings
 
 S = TypeVar("S", bound=Settings)
 RUN_OPTIONS = ("method", "steps", "size", "crops", "seed", "lr")
+BATCH_HELP = (f"units optimized together (default: on a CPU up to {CPU_CROPS} crops per batch; elsewhere the fastest "
+              "per unit, measured)")
 
 Handler = Callable[[argparse.Namespace], "int | None"]
 Progress = Callable[[int, int, Any], None]

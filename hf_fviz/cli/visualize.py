@@ -7,7 +7,7 @@ import sys
 
 from ..settings import SPECTRUM_CROPS, SPECTRUM_SIZE
 from .common import (
-    Handler, add_out_option, add_run_options, add_source_options, add_target_options, load, objective_postfix,
+    BATCH_HELP, Handler, add_out_option, add_run_options, add_source_options, add_target_options, load, objective_postfix,
     out_dir, progress_bar, settings,
 )
 
@@ -24,7 +24,7 @@ def visualize_parser(sub: argparse._SubParsersAction) -> Handler:
     add_run_options(p)
     p.add_argument("--spectrum", default=None, metavar="FILE", help="magnitude spectrum .npy from `hf-fviz spectrum` (default: the shipped one)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
-                   help="units optimized together (default: on a CPU up to 128 crops per batch; elsewhere the fastest per unit, measured)")
+                   help=BATCH_HELP)
     p.add_argument("--max-seconds", type=float, default=None, metavar="S",
                    help="stop after S seconds at a step boundary and keep the images as they are (manifest: stopped_early)")
     p.add_argument("--exemplars", default=None, metavar="SOURCE",
