@@ -253,6 +253,27 @@ def test_resized_boxes_match_slices_and_interpolate_values_and_gradients():
     assert torch.allclose(src.grad, expected[0], atol=1e-12) and torch.equal(head.grad, expected[1])
 
 
+@pytest.mark.parametrize("shape,size", [((2, 3, 384, 384), (224, 224)), ((1, 3, 750, 750), (224, 224)),
+                                        ((3, 3, 250, 300), (224, 200)), ((1, 3, 100, 120), (224, 224)),
+                                        ((1, 1, 17, 33), (5, 40))])
+def test_whole_view_resize_has_interpolates_values_and_its_gradient_from_the_banded_backward(shape, size):
+    import torch.nn.functional as F
+
+    from hf_fviz.engine import resample
+
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    g = torch.randn(shape[0], shape[1], *size, generator=torch.Generator().manual_seed(2))
+    ours = resize_whole(x, size)
+    assert ours.grad_fn is not None and "AntialiasedResize" in type(ours.grad_fn).__name__  # the banded backward ran
+    (got,) = torch.autograd.grad(ours, x, g)
+    theirs = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    (expected,) = torch.autograd.grad(theirs, x, g)
+    assert torch.equal(ours, theirs)
+    assert torch.allclose(got, expected, atol=2e-6 * float(expected.abs().max()), rtol=0)
+    x64 = torch.rand(1, 2, 40, 37, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: resample.antialiased_resize(t, (24, 30)), (x64,))
+
+
 def test_noise_is_a_shifted_field_with_the_set_distribution():
     """Each step's noise is the run's field shifted circularly (same values, other places): the
     same distribution every step (N(0, s) + U(-s/2, s/2)) and uncorrelated between steps."""

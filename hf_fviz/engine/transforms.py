@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .resample import antialiased_resize
+
 
 @dataclass(frozen=True)
 class CropSettings:
@@ -260,4 +262,4 @@ def resize_whole(images: torch.Tensor, out_size: tuple[int, int]) -> torch.Tenso
     step, the final objective and the sanity check."""
     if tuple(images.shape[-2:]) == tuple(out_size):
         return images
-    return F.interpolate(images, size=out_size, mode="bilinear", align_corners=False, antialias=True)
+    return antialiased_resize(images, out_size)
