@@ -12,9 +12,11 @@ with single runs swinging 10-15 % around that; the calibration cost 3-21 % of th
 chose for (14-131 s) and still chose more than 5 % off the best in 5 of 20 choices, up to 26 %
 (one unit alone for 16 units at horama's settings, 24 % off, in the run the load check passed).
 A Space on a CPU would also make its user wait that long before the first step. `CPU_CROPS` is
-the most crops per batch measured to pay there: 16 units x 6 crops at horama's settings (bench
-chunks), 32 units x 4 crops at ours (the 32-class atlas: 21.9-23.3 s per class in chunks of 32,
-24.5 s in chunks of 16).
+the most crops per batch measured to pay there. It was 128 (16 units x 6 crops at horama's
+settings, 32 x 4 at ours) on the first 2-core machine; on the Zen-5 machine of 2026-12-01, 3x
+faster per step, two runs of bench chunks gave 16 units 1.11x/1.20x (horama's settings) and
+1.06x/1.22x (ours) of one unit alone per unit, 2-4 units 0.90-0.96x and 0.87-1.03x: 24 crops
+(4 units at horama's settings, 6 at ours) never cost more than one unit alone on either machine.
 
 Elsewhere (CUDA, MPS), where probes take milliseconds and the curve was not measured here,
 `pick_chunk` times a few real steps (canvas, crops, model, objective, backward: the whole step) at
@@ -37,7 +39,7 @@ TIE = 0.02  # sizes within 2 % of the best per-unit time count as equal
 CLOSE = 0.08  # sizes this close to the best after the rounds are timed once more
 WORSE = 0.15  # stop doubling once a size is this much slower per unit than the best so far
 ROUNDS = 2  # times each size is timed; one round picked 18-22 % off the best on a 2-core CPU
-CPU_CROPS = 128  # the most crops per batch measured to pay on a 2-core CPU (see above)
+CPU_CROPS = 24  # the most crops per batch measured to pay on both 2-core CPUs (see above)
 
 _cache: dict[Hashable, tuple[int, int]] = {}  # key -> (chosen, largest size tried)
 _lock = threading.Lock()
