@@ -256,10 +256,8 @@ def test_resized_boxes_match_slices_and_interpolate_values_and_gradients():
 @pytest.mark.parametrize("shape,size", [((2, 3, 384, 384), (224, 224)), ((1, 3, 750, 750), (224, 224)),
                                         ((3, 3, 250, 300), (224, 200)), ((1, 3, 100, 120), (224, 224)),
                                         ((1, 1, 17, 33), (5, 40))])
-def test_whole_view_resize_has_interpolates_values_and_its_gradient_from_the_banded_backward(shape, size):
+def test_whole_view_resize_has_interpolate_values_and_its_gradient_from_the_banded_backward(shape, size):
     import torch.nn.functional as F
-
-    from hf_fviz.engine import resample
 
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(1), requires_grad=True)
     g = torch.randn(shape[0], shape[1], *size, generator=torch.Generator().manual_seed(2))
@@ -270,6 +268,11 @@ def test_whole_view_resize_has_interpolates_values_and_its_gradient_from_the_ban
     (expected,) = torch.autograd.grad(theirs, x, g)
     assert torch.equal(ours, theirs)
     assert torch.allclose(got, expected, atol=2e-6 * float(expected.abs().max()), rtol=0)
+
+
+def test_banded_backward_passes_gradcheck_in_float64():
+    from hf_fviz.engine import resample
+
     x64 = torch.rand(1, 2, 40, 37, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: resample.antialiased_resize(t, (24, 30)), (x64,))
 
