@@ -114,7 +114,7 @@ def visualize(
         noise: std of the noise added to each crop (model input space).
         spectrum: a .npy magnitude spectrum (`hf-fviz spectrum`) instead of the shipped one.
         batch_size: units optimized together per forward pass; None: on a CPU as many as
-            keep a batch at 128 crops, elsewhere the fastest per unit, measured (`engine.chunking`).
+            keep a batch at 24 crops, elsewhere the fastest per unit, measured (`engine.chunking`).
         progress: `progress(step, total, info)`, steps counted over all chunks.
         device: 'auto', 'cpu', 'cuda' or None (the model's device; 'auto' for an id).
         max_seconds: stop at the first step boundary after this many seconds and return the

@@ -155,7 +155,8 @@ def _shard_lock(out: Path, shard: Shard) -> Iterator[None]:
 class AtlasResult:
     """What one call did. `units`: this shard's units; `computed`: the ones optimized now;
     `skipped`: already done by an earlier run; `manifest`: set when this call merged;
-    `done`/`total`: units with a record over the whole atlas when the call ended."""
+    `done`/`total`: units with a record over the whole atlas when the call ended; `chunks`: the
+    chunk sizes tried and chosen when the call chose them (`engine.chunking.ChunkPlan.summary`)."""
 
     out_dir: Path
     layer: str
@@ -167,6 +168,7 @@ class AtlasResult:
     manifest: Path | None = None
     done: int = 0
     total: int = 0
+    chunks: dict[str, Any] | None = None
 
     @property
     def complete(self) -> bool:
@@ -220,7 +222,7 @@ def atlas(
         layer: default `logits` where the model has a head, else its last layer.
         units: 'all', '0-99,250', or a list of indices.
         batch: units optimized together (one forward pass per step); None: on a CPU as many
-            as keep a batch at 128 crops, elsewhere the fastest per unit, measured (`engine.chunking`).
+            as keep a batch at 24 crops, elsewhere the fastest per unit, measured (`engine.chunking`).
         shard: `Shard`, (I, N), 'I/N', or None for torchrun's RANK / WORLD_SIZE (else 0/1).
         method, steps, size, crops, seed, lr: as in `hf_fviz.visualize` (None: its defaults).
         device: 'auto', 'cpu', 'cuda'; under torchrun 'auto' picks the rank's GPU.
@@ -275,15 +277,17 @@ def atlas(
         done = len(result.skipped)
         if progress is not None:
             progress(done, len(mine), {"phase": "optimize"})
+        plan = None
         if batch is None and pending:
-            batch = methods.auto_batch_size(model, layer=name, units=pending, method=method, size=request["size"],
-                                            crops=request["crops"], seed=seed)
+            plan = methods.chunk_plan(model, layer=name, units=pending, method=method, size=request["size"],
+                                      crops=request["crops"], seed=seed)
         found = None
         if exemplars is not None and pending:
             found = atlas_exemplars.find_for_units(model, name, pending, request["exemplars"], progress and (
                 lambda n, _total, i: progress(done, len(mine), {"phase": "exemplars", "images": n, **i})))
-        for b in range(0, len(pending), batch or 1):
-            chunk = pending[b : b + batch]
+        b = 0
+        while b < len(pending):
+            chunk = pending[b : b + (plan.take(len(pending) - b) if plan is not None else batch or 1)]
 
             def step_progress(step: int, total_steps: int, i: Mapping[str, Any], done: int = done, n: int = len(chunk)) -> None:
                 if progress is not None:
@@ -291,6 +295,8 @@ def atlas(
 
             targets = methods.unit_targets(model, name, chunk, None)
             vis = methods.visualize(model, targets, settings.replace(batch_size=len(chunk)), progress=step_progress)
+            if plan is not None:
+                plan.timed(len(chunk), vis[0].extra["seconds"] / settings.steps / len(chunk))
             if found is not None:
                 atlas_exemplars.check_batch(model, vis, found)
             if progress is not None:
@@ -299,11 +305,15 @@ def atlas(
                 write_unit(out, v, k, shard=(shard.index, shard.count), device=str(model.device), share=len(chunk))
                 result.computed.append(int(v.unit))
             done += len(chunk)
+            b += len(chunk)
             if progress is not None:
                 progress(done, len(mine), {"phase": "optimize"})
+        if plan is not None:
+            result.chunks = plan.summary()
     result.seconds = time.perf_counter() - start
     summary = {"shard": [shard.index, shard.count], "units": len(mine), "computed": len(result.computed),
-               "seconds": round(result.seconds, 2), "device": str(model.device), "finished": time.time()}
+               "seconds": round(result.seconds, 2), "device": str(model.device), "finished": time.time(),
+               **({"chunks": result.chunks} if result.chunks else {})}
     atomic_write(out / SHARDS / f"{shard.name}.json", json_bytes(summary))
 
     expected = set(all_units)

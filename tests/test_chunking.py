@@ -170,3 +170,70 @@ def test_steady_heap_stops_big_blocks_from_page_faulting_every_step() -> None:
     block = 64 * 1024 * 1024 // resource.getpagesize()
     assert plain >= 6 * 2.3 * block * 0.9  # 40 + 64 + 48 MiB faulted in anew, every step
     assert steady <= plain / 2
+
+
+def _drive(plan: chunking.ChunkPlan, per_unit: dict[int, list[float]] | dict[int, float], units: int) -> list[int]:
+    """Run a job of `units` through `plan`, each chunk reporting `per_unit[size]` (a list: one value
+    per time the size runs); returns the sizes taken."""
+    taken, left, runs = [], units, {}
+    while left:
+        c = plan.take(left)
+        taken.append(c)
+        cost = per_unit.get(c, 1.0)  # the job's last, shorter chunk
+        if isinstance(cost, list):
+            cost = cost[min(runs.get(c, 0), len(cost) - 1)]
+        runs[c] = runs.get(c, 0) + 1
+        plan.timed(c, cost)
+        left -= c
+    return taken
+
+
+def test_chunk_plan_learns_from_the_jobs_own_chunks_then_runs_the_best_size() -> None:
+    """Doubling from one unit while no size is 15 % worse than the best, the sizes within 8 % of
+    the best once more in reverse order, then the smallest size within 2 % of the best."""
+    plan = chunking.ChunkPlan(units=200, largest=64, fallback=6, key="k")
+    taken = _drive(plan, {1: 1.0, 2: 0.9, 4: 0.8, 8: 0.85, 16: 1.0, 32: 1.3}, 200)
+    assert taken[:7] == [1, 2, 4, 8, 16, 8, 4]  # 16 is 25 % worse: no 32; 8 and 4 are close: again
+    assert set(taken[7:-1]) == {4} and plan.chosen == 4 and not plan.learning
+    assert sum(taken) == 200 and taken[-1] <= 4
+    assert plan.summary()["seconds_per_unit_step"]["4"] == [0.8, 0.8]
+    assert chunking.recall("k", cap=100) == 4  # a later job in this process starts from it
+    assert chunking.recall("k", cap=2) == 2
+    assert chunking.recall("other", cap=100) is None
+
+
+def test_chunk_plan_keeps_each_sizes_fastest_chunk_and_stays_within_half_the_job() -> None:
+    """A slow moment during the first chunk of 8 does not decide: its second chunk counts."""
+    plan = chunking.ChunkPlan(units=1000, largest=64, fallback=6)
+    taken = _drive(plan, {1: 1.0, 2: 0.95, 4: 0.9, 8: [0.97, 0.7], 16: 0.95, 32: 1.2}, 1000)
+    assert taken[:10] == [1, 2, 4, 8, 16, 32, 16, 8, 4, 2]  # 32 is 33 % worse; the close ones again
+    assert plan.chosen == 8 and sum(taken[:10]) <= 500 and set(taken[10:-1]) == {8}
+
+
+def test_chunk_plan_of_a_short_job_or_off_the_cpu_uses_the_fallback() -> None:
+    short = chunking.ChunkPlan(units=13, largest=64, fallback=6)  # 1 + 2 + 4 > 13 // 2
+    assert not short.learning and _drive(short, {6: 1.0, 1: 1.0}, 13) == [6, 6, 1]
+    fixed = chunking.ChunkPlan(units=500, largest=64, fallback=16, learn=False)
+    assert _drive(fixed, {16: 1.0, 4: 1.0}, 36) == [16, 16, 4] and fixed.summary()["learned"] is False
+    tight = chunking.ChunkPlan(units=500, largest=3, fallback=3)  # memory allows 3: nothing to learn
+    assert not tight.learning and tight.take(500) == 3
+
+
+def test_an_atlas_on_a_cpu_learns_its_chunk_size_and_reports_it(tmp_path, capsys) -> None:
+    """A 16-unit atlas with no --batch: its first chunks run at 1, 2 and 4 units, the rest at the
+    size chosen; the command says so and the shard summary keeps the times."""
+    import json
+
+    from hf_fviz.cli import main
+
+    model = hf_fviz.load_model("org/tiny-resnet")
+    layer = next(x.name for x in model.layers() if x.units >= 16)
+    out = tmp_path / "atlas"
+    assert main(["atlas", "org/tiny-resnet", "--layer", layer, "--units", "0-15", "--out", str(out),
+                 "--steps", "3", "--size", "48", "--crops", "2", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(next((out / "shards").glob("*.json")).read_text())["chunks"]
+    tried = [int(c) for c in summary["seconds_per_unit_step"]]
+    assert tried[:3] == [1, 2, 4] and summary["learned"] and summary["chosen"] in tried
+    assert f"chunk size {summary['chosen']}, learned from the first chunks" in printed
+    assert len(list((out / "records").glob("*.json"))) == 16

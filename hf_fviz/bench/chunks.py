@@ -1,11 +1,11 @@
 """`hf-fviz bench chunks`: what batching costs per unit, and whether the automatic choice is right.
 
-For each setting (horama's canvas and crops, and ours), time one unit alone and chunks of 2, 4, 8
-and 16 units: seconds per unit-step, the median over interleaved rounds (each round runs every
-chunk size once, in an order that alternates between rounds), wall clock and process CPU time.
-Then ask `auto_batch_size` for its choice on the first 4 and on all 16 units, twice: the default
+First ask `auto_batch_size` for its choice on the first 4 and on all 16 units, twice: the default
 (on a CPU the crops rule of `engine.chunking`) and the measured calibration (a fresh one each, as
-on a GPU), and compare each choice's per-unit time with the best measured size it could have
+on a GPU). Then, for each setting (horama's canvas and crops, and ours), time one unit alone, chunks
+of 2, 4, 8 and 16 units and every size chosen: seconds per unit-step, the median over interleaved
+rounds (each round runs every size once, in an order that alternates between rounds), wall clock
+and process CPU time; and compare each choice's per-unit time with the best measured size it could have
 chosen and with one unit alone (issue 15's goals: never more per unit than one unit alone, within
 5 % of the best), and what the calibration itself cost, as a share of the run it chose for (the
 default steps): the evidence for which of the two a CPU uses. Everything runs in one process,
@@ -101,16 +101,6 @@ def run_chunks(*, model: str = "builtin:mobilenetv2", chunks: Sequence[int] = (1
     size, crops = SETTINGS[settings[0]]
     _per_unit_step(vm, units, chunk=1, size=size, crops=crops, steps=2)  # warm-up: first-call costs
     monitor = LoadMonitor().start()
-    samples: dict[str, list[float]] = {}
-    for r in range(rounds):
-        for name in settings:
-            size, crops = SETTINGS[name]
-            order = list(chunks) if r % 2 == 0 else list(reversed(chunks))
-            for c in order:
-                log(f"round {r + 1}/{rounds}: {name} (canvas {size}, {crops} crops), chunk {c}")
-                wall, cpu = _per_unit_step(vm, units, chunk=c, size=size, crops=crops, steps=steps)
-                samples.setdefault(f"{name}/{c}/wall", []).append(wall)
-                samples.setdefault(f"{name}/{c}/cpu", []).append(cpu)
     auto: dict[str, dict[int, int]] = {}
     measured: dict[str, dict[int, int]] = {}
     calibration_s: dict[str, dict[int, float]] = {}
@@ -124,19 +114,28 @@ def run_chunks(*, model: str = "builtin:mobilenetv2", chunks: Sequence[int] = (1
             calibration_s.setdefault(name, {})[n] = time.perf_counter() - t0
             measured.setdefault(name, {})[n] = choice
             log(f"{name}, {n} units: default chunk size {auto[name][n]}, calibrated {choice}")
+    timed = {name: sorted(set(chunks) | set(auto[name].values()) | set(measured[name].values())) for name in settings}
+    samples: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for name in settings:
+            size, crops = SETTINGS[name]
+            order = timed[name] if r % 2 == 0 else list(reversed(timed[name]))
+            for c in order:
+                log(f"round {r + 1}/{rounds}: {name} (canvas {size}, {crops} crops), chunk {c}")
+                wall, cpu = _per_unit_step(vm, units, chunk=c, size=size, crops=crops, steps=steps)
+                samples.setdefault(f"{name}/{c}/wall", []).append(wall)
+                samples.setdefault(f"{name}/{c}/cpu", []).append(cpu)
     machine = monitor.stop()
     rows: list[ChunkRow] = []
     ratios: dict[str, dict[str, dict[int, float]]] = {k: {} for k in ("auto_vs_best", "auto_vs_one", "measured_vs_best",
                                                                      "measured_vs_one", "calibration_share")}
     for name in settings:
         size, crops = SETTINGS[name]
-        med = {c: statistics.median(samples[f"{name}/{c}/wall"]) for c in chunks}
-        for c in chunks:
+        med = {c: statistics.median(samples[f"{name}/{c}/wall"]) for c in timed[name]}
+        for c in timed[name]:
             rows.append(ChunkRow(name, size, crops, c, med[c], statistics.median(samples[f"{name}/{c}/cpu"]), med[c] / med[1]))
         for kind, choices in (("auto", auto), ("measured", measured)):
             for n, a in choices[name].items():
-                if a not in med:
-                    continue
                 ratios[f"{kind}_vs_best"].setdefault(name, {})[n] = med[a] / min(t for c, t in med.items() if c <= n)
                 ratios[f"{kind}_vs_one"].setdefault(name, {})[n] = med[a] / med[1]
                 if kind == "measured":

@@ -68,6 +68,9 @@ def atlas(args: argparse.Namespace) -> int:
         f"shard {result.shard}: {len(result.units)} units ({len(result.computed)} computed, "
         f"{len(result.skipped)} already done) in {result.seconds:.1f} s"
     )
+    if result.chunks and result.chunks.get("learned"):
+        tried = ", ".join(f"{c} ({min(t):.3f} s)" for c, t in result.chunks["seconds_per_unit_step"].items())
+        print(f"chunk size {result.chunks['chosen']}, learned from the first chunks (units: s per unit-step): {tried}")
     if result.manifest is not None:
         print(f"wrote {result.manifest}")
     elif not (shard.from_env and shard.index != 0):

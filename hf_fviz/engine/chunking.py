@@ -42,6 +42,7 @@ ROUNDS = 2  # times each size is timed; one round picked 18-22 % off the best on
 CPU_CROPS = 24  # the most crops per batch measured to pay on both 2-core CPUs (see above)
 
 _cache: dict[Hashable, tuple[int, int]] = {}  # key -> (chosen, largest size tried)
+_learned: dict[Hashable, tuple[int, int]] = {}  # the same, learned by a long CPU job (`ChunkPlan`)
 _lock = threading.Lock()
 
 
@@ -96,7 +97,102 @@ def pick_chunk(seconds_per_step: Callable[[int], float], *, units: int, largest:
     return chosen
 
 
+LEARN_MAX = 32  # the largest chunk a long CPU job tries (no CPU measured here gained past 16 units)
+
+
+class ChunkPlan:
+    """The chunk sizes of a long job on a CPU, learned from the job's own chunks.
+
+    Why: the best chunk differs from one CPU to the next (issue 15: 8-16 units on the first 2-core
+    machine, 2-4 on a Zen 5, one unit at horama's settings on a Zen 3) and no fixed rule is right
+    on all of them, while throwaway probes are noisy and cost time. A long job (an atlas) has
+    chunks to spare: its first chunks are real work at sizes 1, 2, 4, ... (doubling while a size is
+    not `WORSE` than the best so far), each timed over all its steps; the sizes within `CLOSE` of the
+    best are timed once more in reverse order when the budget allows (a slow moment of the machine
+    then hits another size), each size's fastest time counts, and the rest of the job runs at the
+    smallest size within `TIE` of the best. Exploring uses at most half of the units, so a wrong
+    size can cost only a part of that half. A job too short to try 1, 2 and 4 units (under 14 units) uses `fallback`.
+
+    `take(remaining)` gives the next chunk's size, `timed(size, seconds)` reports how long that
+    chunk took per unit-step."""
+
+    def __init__(self, *, units: int, largest: int, fallback: int, learn: bool = True, key: Hashable | None = None) -> None:
+        self.key = key
+        self.cap = max(1, min(largest, LEARN_MAX, units))
+        self.fallback = max(1, min(fallback, largest, units))
+        self.budget = units // 2
+        self.times: dict[int, list[float]] = {}
+        self._queue: list[int] = []
+        self._explored = 0
+        self._second_pass = False
+        self.chosen: int | None = None
+        if learn and self.cap >= 4 and 1 + 2 + 4 <= self.budget:
+            self._queue = [1, 2]
+        else:
+            self.chosen = self.fallback
+
+    @property
+    def learning(self) -> bool:
+        """True until the plan has settled on one size."""
+        return self.chosen is None
+
+    def take(self, remaining: int) -> int:
+        """The size of the next chunk (at most `remaining`)."""
+        if self.chosen is None and not self._queue:
+            self._settle()
+        size = self._queue[0] if self.chosen is None else self.chosen
+        return max(1, min(size, remaining))
+
+    def timed(self, size: int, seconds_per_unit_step: float) -> None:
+        """Record a chunk's time per unit-step; `size` is the size it ran at."""
+        if self.chosen is not None:
+            return
+        self.times.setdefault(size, []).append(seconds_per_unit_step)
+        self._explored += size
+        if self._queue and self._queue[0] == size:
+            self._queue.pop(0)
+        if self._queue or self._second_pass:
+            return
+        best = self._best()
+        last = max(self.times)
+        doubled = last * 2
+        if (min(self.times[last]) <= best * (1 + WORSE) and doubled <= self.cap
+                and self._explored + doubled <= self.budget):
+            self._queue.append(doubled)
+            return
+        close = sorted((c for c in self.times if min(self.times[c]) <= best * (1 + CLOSE)), reverse=True)
+        if len(close) > 1 and self._explored + sum(close) <= self.budget:
+            self._second_pass = True
+            self._queue = close
+
+    def _best(self) -> float:
+        return min(min(t) for t in self.times.values())
+
+    def _settle(self) -> None:
+        best = self._best()
+        self.chosen = min(c for c, t in self.times.items() if min(t) <= best * (1 + TIE))
+        if self.key is not None:
+            with _lock:
+                _learned[self.key] = (self.chosen, max(self.times))
+
+    def summary(self) -> dict[str, object]:
+        """What was tried and chosen (for the atlas's shard summary)."""
+        return {"chosen": self.chosen, "learned": bool(self.times),
+                "seconds_per_unit_step": {str(c): [round(x, 5) for x in t] for c, t in sorted(self.times.items())}}
+
+
+def recall(key: Hashable, *, cap: int) -> int | None:
+    """The size a `ChunkPlan` learned for `key` in this process, when it holds for `cap` units
+    (a choice below the largest size tried holds for any larger cap); else None."""
+    with _lock:
+        known = _learned.get(key)
+    if known is None or (known[0] >= known[1] and cap > known[1]):
+        return None
+    return min(known[0], cap)
+
+
 def forget() -> None:
     """Drop remembered choices (tests; after the machine's load changed)."""
     with _lock:
         _cache.clear()
+        _learned.clear()

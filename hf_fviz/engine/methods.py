@@ -122,19 +122,49 @@ def auto_batch_size(model: VisionModel, *, layer: str, units: Sequence[int], met
     """How many of `units` to optimize together on this machine (see `engine.chunking`): the CPU
     rule on a CPU, a short calibration elsewhere; `measure=True`/`False` forces one or the other."""
     targets = [Target(u, obj.for_unit(layer, u), "", layer) for u in units]
-    base = Settings(method=method, seed=seed)
-    settings = base.replace(size=size if size is not None else base.size, crops=crops if crops is not None else base.crops)
+    settings = _settings(method=method, seed=seed, size=size, crops=crops)
     info = {layer_.name: layer_ for layer_ in model.layers()}
-    return _auto_batch_size(model, targets, settings.resolved(), info, [layer], measure=measure)
+    return _auto_batch_size(model, targets, settings, info, [layer], measure=measure)
+
+
+def chunk_plan(model: VisionModel, *, layer: str, units: Sequence[int], method: str = "maco", size: int | None = None,
+               crops: int | None = None, seed: int = 0) -> chunking.ChunkPlan:
+    """The chunk sizes of a long job (an atlas): on a CPU learned from the job's own first chunks
+    (`chunking.ChunkPlan`), elsewhere, or for a short job, `auto_batch_size`'s one size."""
+    fixed = auto_batch_size(model, layer=layer, units=units, method=method, size=size, crops=crops, seed=seed)
+    if model.device.type != "cpu":
+        return chunking.ChunkPlan(units=len(units), largest=fixed, fallback=fixed, learn=False)
+    settings = _settings(method=method, seed=seed, size=size, crops=crops)
+    largest = budget.largest_fit(model, units=len(units), crops=settings.crops, size=settings.size, layers=[layer])
+    return chunking.ChunkPlan(units=len(units), largest=largest, fallback=fixed,
+                              key=_chunk_key(model, [layer], settings))
+
+
+def _settings(*, method: str, seed: int, size: int | None, crops: int | None) -> Settings:
+    base = Settings(method=method, seed=seed)
+    return base.replace(size=size if size is not None else base.size,
+                        crops=crops if crops is not None else base.crops).resolved()
+
+
+def _chunk_key(model: VisionModel, layers: Sequence[str], settings: Settings) -> tuple[Any, ...]:
+    """What a chosen chunk size holds for: the model, its layers, the method, canvas and crops, the
+    device and the thread count."""
+    return (model.id, id(model.module), tuple(layers), settings.method, settings.size, settings.crops, str(model.device),
+            torch.get_num_threads())
 
 
 def _auto_batch_size(model: VisionModel, targets: Sequence[Target], settings: Settings, info, layers: Sequence[str], *,
                      measure: bool | None = None) -> int:
-    """On a CPU, `chunking.cpu_chunk`; elsewhere time four-step throwaway runs of 1, 2, 4, ... units
-    and keep the fastest per unit."""
+    """On a CPU, a size an atlas learned earlier in this process for the same work, else
+    `chunking.cpu_chunk`; elsewhere time four-step throwaway runs of 1, 2, 4, ... units and keep
+    the fastest per unit."""
     largest = budget.largest_fit(model, units=len(targets), crops=settings.crops, size=settings.size, layers=layers)
+    key = _chunk_key(model, layers, settings)
     if measure is None:
         measure = model.device.type != "cpu"
+        learned = chunking.recall(key, cap=min(len(targets), largest)) if not measure else None
+        if learned is not None:
+            return learned
     if not measure:
         return chunking.cpu_chunk(units=len(targets), crops=settings.crops, largest=largest)
     probe = settings.replace(steps=4)
@@ -155,8 +185,6 @@ def _auto_batch_size(model: VisionModel, targets: Sequence[Target], settings: Se
         gaps = [b - a for a, b in zip(stamps, stamps[1:])]
         return sum(gaps) / len(gaps)
 
-    key = (model.id, id(model.module), tuple(layers), settings.method, settings.size, settings.crops, str(model.device),
-           torch.get_num_threads())
     return chunking.pick_chunk(seconds_per_step, units=len(targets), largest=largest, key=key)
 
 
