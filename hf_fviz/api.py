@@ -113,8 +113,9 @@ def visualize(
         crop_scale: mean crop side (fraction of the canvas) at the first and last step.
         noise: std of the noise added to each crop (model input space).
         spectrum: a .npy magnitude spectrum (`hf-fviz spectrum`) instead of the shipped one.
-        batch_size: units optimized together per forward pass; None: on a CPU as many as
-            keep a batch at 24 crops, elsewhere the fastest per unit, measured (`engine.chunking`).
+        batch_size: units optimized together per forward pass; None: on a CPU 4 units at the
+            default crops (a power of two within 24 crops), elsewhere the fastest per unit,
+            measured (`engine.chunking`).
         progress: `progress(step, total, info)`, steps counted over all chunks.
         device: 'auto', 'cpu', 'cuda' or None (the model's device; 'auto' for an id).
         max_seconds: stop at the first step boundary after this many seconds and return the

@@ -87,9 +87,10 @@ def test_pick_chunk_respects_memory_and_remembers_its_choice() -> None:
 
 def test_cpu_chunk_keeps_a_batch_within_the_crops_and_memory() -> None:
     rule = chunking.CPU_CROPS
-    assert chunking.cpu_chunk(units=1000, crops=4, largest=10_000) == rule // 4
+    assert chunking.cpu_chunk(units=1000, crops=4, largest=10_000) == 4  # 24 // 4 = 6 -> a power of two
+    assert chunking.cpu_chunk(units=1000, crops=3, largest=10_000) == 8
     assert chunking.cpu_chunk(units=3, crops=6, largest=10_000) == 3  # 18 crops: within the rule
-    assert chunking.cpu_chunk(units=1000, crops=6, largest=10_000) == rule // 6
+    assert chunking.cpu_chunk(units=1000, crops=6, largest=10_000) == rule // 6 == 4
     assert chunking.cpu_chunk(units=3, crops=4, largest=10_000) == 3
     assert chunking.cpu_chunk(units=1000, crops=4, largest=3) == 3  # memory first
     assert chunking.cpu_chunk(units=8, crops=rule * 2, largest=8) == 1  # never below one

@@ -14,8 +14,8 @@ from ..settings import DEFAULT_LR, LIMITS, ImageSetSettings, Settings
 
 S = TypeVar("S", bound=Settings)
 RUN_OPTIONS = ("method", "steps", "size", "crops", "seed", "lr")
-BATCH_HELP = (f"units optimized together (default: on a CPU up to {CPU_CROPS} crops per batch; elsewhere the fastest "
-              "per unit, measured)")
+BATCH_HELP = (f"units optimized together (default: on a CPU a power of two within {CPU_CROPS} crops per batch, and an "
+              "atlas learns it from its first chunks; elsewhere the fastest per unit, measured)")
 
 Handler = Callable[[argparse.Namespace], "int | None"]
 Progress = Callable[[int, int, Any], None]

@@ -1,22 +1,26 @@
-"""How many units to optimize together: a measured rule on a CPU, a calibration elsewhere.
+"""How many units to optimize together: a rule or a learned size on a CPU, a calibration elsewhere.
 
 Why: the best chunk depends on the machine. On a GPU one forward pass over many crops costs little
 more than over a few, so large chunks pay; on a CPU a fixed default of 16 units (96 crops) once
 made each unit 2.65x slower than alone (the heap and step work of issue 15 fixed that cause).
 
-On a CPU, `cpu_chunk` takes as many units as keep one batch at or under `CPU_CROPS` crops (and in
-memory). Why not measure there too: in five runs of `hf-fviz bench chunks` on the 2-core machine
-(2026-11-30/12-01) every size from 2 to 16 units cost 0.79-0.92x of one unit alone per unit
-(medians over the runs), the largest best (16 units: 0.83x at horama's settings, 0.79x at ours),
-with single runs swinging 10-15 % around that; the calibration cost 3-21 % of the 160-step job it
-chose for (14-131 s) and still chose more than 5 % off the best in 5 of 20 choices, up to 26 %
-(one unit alone for 16 units at horama's settings, 24 % off, in the run the load check passed).
-A Space on a CPU would also make its user wait that long before the first step. `CPU_CROPS` is
-the most crops per batch measured to pay there. It was 128 (16 units x 6 crops at horama's
-settings, 32 x 4 at ours) on the first 2-core machine; on the Zen-5 machine of 2026-12-01, 3x
-faster per step, two runs of bench chunks gave 16 units 1.11x/1.20x (horama's settings) and
-1.06x/1.22x (ours) of one unit alone per unit, 2-4 units 0.90-0.96x and 0.87-1.03x: 24 crops
-(4 units at horama's settings, 6 at ours) never cost more than one unit alone on either machine.
+On a CPU the best size differed on each of the three 2-core machines measured (`hf-fviz bench
+chunks`, per unit against one unit alone): on the first, 8-16 units (0.79-0.84x); on a Zen 5, 2-4
+(0.87-0.96x, 16 units 1.06-1.22x); on a Zen 3, 16 units at our settings (0.87x) but one unit alone
+at horama's (2-16 units 1.03-1.11x). No fixed rule is within 5 % of the best on all three. So:
+
+- A long job (an atlas of at least 14 units, `ChunkPlan`) learns its size from its own first
+  chunks: real work, timed over all their steps, at most half of the units, no throwaway runs.
+- A short job (`visualize`, the Space) takes a size a long job learned for the same work earlier
+  in the process (`recall`), else `cpu_chunk`: as many units as keep one batch at or under
+  `CPU_CROPS` crops (and in memory). Why not measure there: throwaway probes of a few steps swing
+  10-15 % on these machines; on the first machine the calibration cost 3-21 % of the 160-step job
+  it chose for (14-131 s, which a Space user would wait) and still chose more than 5 % off the best
+  in 5 of 20 choices, up to 26 %. The rule: 4 units at horama's settings (24 crops) and at ours
+  (16). On the Zen 5 and the Zen 3, two runs each, 4 units cost 0.89-1.08x of one unit alone per
+  unit (medians 0.91-0.99x) and were within 3 % of the best size on the medians; single runs swing
+  by 10-20 % on these machines (see the README). 6 units at ours (24 crops, the rule until
+  2026-12-01 10:00) were 0.96x and 1.03x on the Zen 3, 10 % off the best on the median.
 
 Elsewhere (CUDA, MPS), where probes take milliseconds and the curve was not measured here,
 `pick_chunk` times a few real steps (canvas, crops, model, objective, backward: the whole step) at
@@ -39,7 +43,7 @@ TIE = 0.02  # sizes within 2 % of the best per-unit time count as equal
 CLOSE = 0.08  # sizes this close to the best after the rounds are timed once more
 WORSE = 0.15  # stop doubling once a size is this much slower per unit than the best so far
 ROUNDS = 2  # times each size is timed; one round picked 18-22 % off the best on a 2-core CPU
-CPU_CROPS = 24  # the most crops per batch measured to pay on both 2-core CPUs (see above)
+CPU_CROPS = 24  # a short CPU job's batch, in crops (see `cpu_chunk` and the module docstring)
 
 _cache: dict[Hashable, tuple[int, int]] = {}  # key -> (chosen, largest size tried)
 _learned: dict[Hashable, tuple[int, int]] = {}  # the same, learned by a long CPU job (`ChunkPlan`)
@@ -47,9 +51,12 @@ _lock = threading.Lock()
 
 
 def cpu_chunk(*, units: int, crops: int, largest: int) -> int:
-    """The chunk size on a CPU: as many units as keep a batch at or under `CPU_CROPS` crops and
-    within `largest` (what fits in memory); at least one."""
-    return max(1, min(units, largest, CPU_CROPS // max(1, crops)))
+    """The chunk size on a CPU: the largest power of two of units that keeps a batch at or under
+    `CPU_CROPS` crops (the sizes `bench chunks` times on every machine), all `units` when fewer,
+    and within `largest` (what fits in memory); at least one."""
+    fit = CPU_CROPS // max(1, crops)
+    power = 1 << (fit.bit_length() - 1) if fit >= 1 else 1
+    return max(1, min(units, largest, power))
 
 
 def pick_chunk(seconds_per_step: Callable[[int], float], *, units: int, largest: int, key: Hashable | None = None,
@@ -103,15 +110,14 @@ LEARN_MAX = 32  # the largest chunk a long CPU job tries (no CPU measured here g
 class ChunkPlan:
     """The chunk sizes of a long job on a CPU, learned from the job's own chunks.
 
-    Why: the best chunk differs from one CPU to the next (issue 15: 8-16 units on the first 2-core
-    machine, 2-4 on a Zen 5, one unit at horama's settings on a Zen 3) and no fixed rule is right
-    on all of them, while throwaway probes are noisy and cost time. A long job (an atlas) has
-    chunks to spare: its first chunks are real work at sizes 1, 2, 4, ... (doubling while a size is
-    not `WORSE` than the best so far), each timed over all its steps; the sizes within `CLOSE` of the
-    best are timed once more in reverse order when the budget allows (a slow moment of the machine
-    then hits another size), each size's fastest time counts, and the rest of the job runs at the
-    smallest size within `TIE` of the best. Exploring uses at most half of the units, so a wrong
-    size can cost only a part of that half. A job too short to try 1, 2 and 4 units (under 14 units) uses `fallback`.
+    Why: no fixed rule is right on every CPU (see the module docstring), throwaway probes are
+    noisy and cost time, and a long job (an atlas) has chunks to spare. Its first chunks are real
+    work at sizes 1, 2, 4, ... (doubling while a size is not `WORSE` than the best so far, up to
+    `LEARN_MAX`), each timed over all its steps; the sizes within `CLOSE` of the best run once more,
+    in reverse order, when the budget allows (a slow moment of the machine then hits another
+    size); each size's fastest chunk counts, and the rest of the job runs at the smallest size
+    within `TIE` of the best. Trying uses at most half of the units, so a wrong size costs at most
+    a part of that half. A job too short to try 1, 2 and 4 units (under 14 units) uses `fallback`.
 
     `take(remaining)` gives the next chunk's size, `timed(size, seconds)` reports how long that
     chunk took per unit-step."""
