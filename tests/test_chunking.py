@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import resource
 
 import numpy as np
@@ -238,3 +239,26 @@ def test_an_atlas_on_a_cpu_learns_its_chunk_size_and_reports_it(tmp_path, capsys
     assert tried[:3] == [1, 2, 4] and summary["learned"] and summary["chosen"] in tried
     assert f"chunk size {summary['chosen']}, learned from the first chunks" in printed
     assert len(list((out / "records").glob("*.json"))) == 16
+
+
+def test_an_atlas_and_a_short_job_start_from_a_size_learned_earlier_in_the_process(tmp_path) -> None:
+    """A plan learned for the same model object, layer and settings (here from set timings: 2 units
+    best, 4 tried and slower) is used as it is: the atlas tries no sizes and runs chunks of 2."""
+    from hf_fviz.atlas import atlas
+    from hf_fviz.engine import methods
+
+    model = hf_fviz.load_model("org/tiny-resnet")
+    layer = next(x.name for x in model.layers() if x.units >= 16)
+    key = methods._chunk_key(model, [layer], methods._settings(method="maco", seed=0, size=48, crops=2))
+    earlier = chunking.ChunkPlan(units=100, largest=64, fallback=4, key=key)
+    _drive(earlier, {1: 1.0, 2: 0.7, 4: 0.9, 8: 1.2}, 100)
+    assert earlier.chosen == 2
+    result = atlas(model, layer=layer, units="0-15", out_dir=tmp_path / "a", steps=3, size=48, crops=2, seed=0,
+                   shard=(0, 1))
+    assert result.chunks == {"chosen": 2, "learned": False, "seconds_per_unit_step": {}}
+    records = [json.loads(p.read_text()) for p in (tmp_path / "a" / "records").glob("*.json")]
+    per_chunk = {}
+    for r in records:  # a record keeps its unit's share of its chunk's seconds: one value per chunk
+        per_chunk.setdefault(r["seconds"], []).append(r["unit"])
+    assert sorted(map(len, per_chunk.values())) == [2] * 8
+    assert methods.auto_batch_size(model, layer=layer, units=list(range(16)), size=48, crops=2) == 2

@@ -130,14 +130,16 @@ def auto_batch_size(model: VisionModel, *, layer: str, units: Sequence[int], met
 def chunk_plan(model: VisionModel, *, layer: str, units: Sequence[int], method: str = "maco", size: int | None = None,
                crops: int | None = None, seed: int = 0) -> chunking.ChunkPlan:
     """The chunk sizes of a long job (an atlas): on a CPU learned from the job's own first chunks
-    (`chunking.ChunkPlan`), elsewhere, or for a short job, `auto_batch_size`'s one size."""
+    (`chunking.ChunkPlan`) unless this process learned them already; elsewhere, or for a short
+    job, `auto_batch_size`'s one size."""
     fixed = auto_batch_size(model, layer=layer, units=units, method=method, size=size, crops=crops, seed=seed)
     if model.device.type != "cpu":
         return chunking.ChunkPlan(units=len(units), largest=fixed, fallback=fixed, learn=False)
     settings = _settings(method=method, seed=seed, size=size, crops=crops)
     largest = budget.largest_fit(model, units=len(units), crops=settings.crops, size=settings.size, layers=[layer])
-    return chunking.ChunkPlan(units=len(units), largest=largest, fallback=fixed,
-                              key=_chunk_key(model, [layer], settings))
+    key = _chunk_key(model, [layer], settings)
+    known = chunking.recall(key, cap=min(len(units), largest))  # learned by an earlier atlas in this process
+    return chunking.ChunkPlan(units=len(units), largest=largest, fallback=fixed, learn=known is None, key=key)
 
 
 def _settings(*, method: str, seed: int, size: int | None, crops: int | None) -> Settings:
