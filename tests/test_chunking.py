@@ -224,8 +224,6 @@ def test_chunk_plan_of_a_short_job_or_off_the_cpu_uses_the_fallback() -> None:
 def test_an_atlas_on_a_cpu_learns_its_chunk_size_and_reports_it(tmp_path, capsys) -> None:
     """A 16-unit atlas with no --batch: its first chunks run at 1, 2 and 4 units, the rest at the
     size chosen; the command says so and the shard summary keeps the times."""
-    import json
-
     from hf_fviz.cli import main
 
     model = hf_fviz.load_model("org/tiny-resnet")

@@ -129,7 +129,6 @@ class ChunkPlan:
         self.budget = units // 2
         self.times: dict[int, list[float]] = {}
         self._queue: list[int] = []
-        self._explored = 0
         self._second_pass = False
         self.chosen: int | None = None
         if learn and self.cap >= 4 and 1 + 2 + 4 <= self.budget:
@@ -154,7 +153,6 @@ class ChunkPlan:
         if self.chosen is not None:
             return
         self.times.setdefault(size, []).append(seconds_per_unit_step)
-        self._explored += size
         if self._queue and self._queue[0] == size:
             self._queue.pop(0)
         if self._queue or self._second_pass:
@@ -163,13 +161,17 @@ class ChunkPlan:
         last = max(self.times)
         doubled = last * 2
         if (min(self.times[last]) <= best * (1 + WORSE) and doubled <= self.cap
-                and self._explored + doubled <= self.budget):
+                and self._explored() + doubled <= self.budget):
             self._queue.append(doubled)
             return
         close = sorted((c for c in self.times if min(self.times[c]) <= best * (1 + CLOSE)), reverse=True)
-        if len(close) > 1 and self._explored + sum(close) <= self.budget:
+        if len(close) > 1 and self._explored() + sum(close) <= self.budget:
             self._second_pass = True
             self._queue = close
+
+    def _explored(self) -> int:
+        """Units run so far while learning."""
+        return sum(c * len(t) for c, t in self.times.items())
 
     def _best(self) -> float:
         return min(min(t) for t in self.times.values())

@@ -132,14 +132,23 @@ def chunk_plan(model: VisionModel, *, layer: str, units: Sequence[int], method: 
     """The chunk sizes of a long job (an atlas): on a CPU learned from the job's own first chunks
     (`chunking.ChunkPlan`) unless this process learned them already; elsewhere, or for a short
     job, `auto_batch_size`'s one size."""
-    fixed = auto_batch_size(model, layer=layer, units=units, method=method, size=size, crops=crops, seed=seed)
     if model.device.type != "cpu":
+        fixed = auto_batch_size(model, layer=layer, units=units, method=method, size=size, crops=crops, seed=seed)
         return chunking.ChunkPlan(units=len(units), largest=fixed, fallback=fixed, learn=False)
     settings = _settings(method=method, seed=seed, size=size, crops=crops)
     largest = budget.largest_fit(model, units=len(units), crops=settings.crops, size=settings.size, layers=[layer])
     key = _chunk_key(model, [layer], settings)
-    known = chunking.recall(key, cap=min(len(units), largest))  # learned by an earlier atlas in this process
-    return chunking.ChunkPlan(units=len(units), largest=largest, fallback=fixed, learn=known is None, key=key)
+    fallback, learned = _cpu_size(key, units=len(units), crops=settings.crops, largest=largest)
+    return chunking.ChunkPlan(units=len(units), largest=largest, fallback=fallback, learn=not learned, key=key)
+
+
+def _cpu_size(key: tuple[Any, ...], *, units: int, crops: int, largest: int) -> tuple[int, bool]:
+    """A CPU's chunk size without timing, and whether it was learned: the size a long job learned
+    earlier in this process for `key`, else `chunking.cpu_chunk`."""
+    known = chunking.recall(key, cap=min(units, largest))
+    if known is not None:
+        return known, True
+    return chunking.cpu_chunk(units=units, crops=crops, largest=largest), False
 
 
 def _settings(*, method: str, seed: int, size: int | None, crops: int | None) -> Settings:
@@ -162,12 +171,9 @@ def _auto_batch_size(model: VisionModel, targets: Sequence[Target], settings: Se
     the fastest per unit."""
     largest = budget.largest_fit(model, units=len(targets), crops=settings.crops, size=settings.size, layers=layers)
     key = _chunk_key(model, layers, settings)
-    if measure is None:
-        measure = model.device.type != "cpu"
-        learned = chunking.recall(key, cap=min(len(targets), largest)) if not measure else None
-        if learned is not None:
-            return learned
-    if not measure:
+    if measure is None and model.device.type == "cpu":
+        return _cpu_size(key, units=len(targets), crops=settings.crops, largest=largest)[0]
+    if measure is False:
         return chunking.cpu_chunk(units=len(targets), crops=settings.crops, largest=largest)
     probe = settings.replace(steps=4)
     cuda = model.device.type == "cuda"
