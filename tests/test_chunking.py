@@ -221,15 +221,16 @@ def test_chunk_plan_of_a_short_job_or_off_the_cpu_uses_the_fallback() -> None:
     assert not tight.learning and tight.take(500) == 3
 
 
-def test_an_atlas_on_a_cpu_learns_its_chunk_size_and_reports_it(tmp_path, capsys) -> None:
-    """A 16-unit atlas with no --batch: its first chunks run at 1, 2 and 4 units, the rest at the
-    size chosen; the command says so and the shard summary keeps the times."""
+@pytest.mark.parametrize("repo", ["org/tiny-resnet", "org/tiny-vit"])
+def test_an_atlas_on_a_cpu_learns_its_chunk_size_and_reports_it(tmp_path, capsys, repo) -> None:
+    """A 16-unit atlas with no --batch, on a CNN and a ViT: its first chunks run at 1, 2 and 4
+    units, the rest at the size chosen; the command says so and the shard summary keeps the times."""
     from hf_fviz.cli import main
 
-    model = hf_fviz.load_model("org/tiny-resnet")
+    model = hf_fviz.load_model(repo)
     layer = next(x.name for x in model.layers() if x.units >= 16)
     out = tmp_path / "atlas"
-    assert main(["atlas", "org/tiny-resnet", "--layer", layer, "--units", "0-15", "--out", str(out),
+    assert main(["atlas", repo, "--layer", layer, "--units", "0-15", "--out", str(out),
                  "--steps", "3", "--size", "48", "--crops", "2", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     summary = json.loads(next((out / "shards").glob("*.json")).read_text())["chunks"]
